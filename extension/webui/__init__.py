@@ -1,0 +1,1 @@
+"""Everything that only runs inside the web UI (imports ``modules.*``): backend, tab, API."""

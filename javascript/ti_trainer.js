@@ -1,0 +1,31 @@
+// TI Trainer: client-side helpers for the tab (progress bar hook-up, "Send to txt2img").
+// Every global defined here starts with ti_trainer_.
+
+/* global gradioApp, requestProgress, randomId, switch_to_txt2img */
+
+function ti_trainer_start_training(...args) {
+    // Shows the web UI's own progress bar (with live previews) for the training job.
+    const id = randomId();
+    requestProgress(
+        id,
+        gradioApp().getElementById("ti_trainer_progress"),
+        gradioApp().getElementById("ti_trainer_preview_gallery"),
+        function() {},
+    );
+    const res = Array.from(args);
+    res[0] = id;
+    return res;
+}
+
+function ti_trainer_send_to_txt2img(text) {
+    // Appends "(name:weight)" to the txt2img prompt and switches to the txt2img tab.
+    const box = gradioApp().querySelector("#txt2img_prompt textarea");
+    if (box) {
+        box.value = box.value ? box.value.replace(/\s*$/, "") + ", " + text : text;
+        box.dispatchEvent(new Event("input", {bubbles: true}));
+    }
+    if (typeof switch_to_txt2img === "function") {
+        switch_to_txt2img();
+    }
+    return text;
+}
