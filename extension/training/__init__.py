@@ -1,0 +1,1 @@
+"""The host-agnostic training engine: dataset, latent cache, training loop, schedules and outputs."""

@@ -1,0 +1,240 @@
+"""Reading training images: folder scan, safe decoding, colour-mode normalisation, resize and crop.
+
+Every image ends up as 8-bit RGB plus an optional 8-bit alpha channel:
+
+* EXIF orientation is applied (a phone photo stored sideways is trained upright).
+* Grayscale, bilevel, CMYK, YCbCr, LAB and HSV images are converted to RGB.
+* 16-bit images (``I;16*``, and ``I`` holding 16-bit values) are *scaled* to 8 bits (65535 -> 255);
+  Pillow's own ``convert`` clips them, turning almost every pixel white.
+* Palette images with a transparent index, ``LA``/``PA`` and premultiplied modes become RGB + alpha.
+* Transparent images are composited onto :data:`FLATTEN_BACKGROUND` (white) before resizing. Simply
+  dropping the alpha channel (what the web UI does) trains on whatever colour happens to sit under the
+  transparent pixels, often black or garbage.
+
+Decompression bombs (more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``) are refused before decoding.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+FLATTEN_BACKGROUND = (255, 255, 255)
+RESAMPLE = Image.Resampling.LANCZOS
+
+
+class DatasetError(ValueError):
+    """Bad dataset input; the message names the problem and how to fix it."""
+
+
+class ImageReadError(Exception):
+    """One image could not be used; the message is the reason shown in the skipped list."""
+
+
+@dataclass
+class DecodedImage:
+    """An image normalised to 8-bit RGB, with its alpha channel (mode ``L``) if it had one."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) after EXIF orientation."""
+        return self.rgb.size
+
+
+def scan_folder(folder: Path, caption_extension: str = ".txt") -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The candidate image files of ``folder`` (sorted by name) and the files that are skipped.
+
+    Caption files (``caption_extension`` and ``.txt``), hidden files and sub-folders are ignored silently; other files whose extension is
+    not an image extension are listed as skipped. Raises :class:`DatasetError` for a missing, non-folder
+    or empty ``folder``.
+    """
+    folder = Path(folder)
+    if not str(folder).strip():
+        raise DatasetError("No dataset folder given: pass the folder that holds your training images.")
+    if not folder.exists():
+        raise DatasetError(
+            f"Dataset folder {str(folder)!r} does not exist: check the path, or create it and put your "
+            f"training images ({', '.join(IMAGE_EXTENSIONS)}) in it."
+        )
+    if not folder.is_dir():
+        raise DatasetError(
+            f"Dataset path {str(folder)!r} is a file, not a folder: pass the folder that holds the images."
+        )
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    files = [p for p in entries if p.is_file()]
+    if not files:
+        raise DatasetError(
+            f"Dataset folder {str(folder)!r} is empty: put your training images "
+            f"({', '.join(IMAGE_EXTENSIONS)}) in it (sub-folders are not searched)."
+        )
+    quiet = {caption_extension.lower(), ".txt"}  # caption files are expected next to images
+    images: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in files:
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS:
+            images.append(path)
+        elif suffix not in quiet:
+            skipped.append((path, f"not an image file (extension {suffix or 'missing'})"))
+    return images, skipped
+
+
+def _pixel_limit() -> int | None:
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else None
+
+
+def _check_bomb(image: Image.Image) -> None:
+    limit = _pixel_limit()
+    pixels = image.size[0] * image.size[1]
+    if limit is not None and pixels > limit:
+        raise ImageReadError(
+            f"refused as a possible decompression bomb: {image.size[0]}x{image.size[1]} = {pixels} pixels "
+            f"exceeds the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS); downscale the image"
+        )
+
+
+def probe_image(path: Path) -> tuple[int, int]:
+    """Open only the header of ``path``: its stored (width, height). Raises :class:`ImageReadError`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_bomb(image)
+                return image.size
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"refused as a possible decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError("not a readable image (unknown or corrupt format)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(f"cannot be read: {exc}") from exc
+
+
+def decode_image(path: Path) -> DecodedImage:
+    """Fully decode ``path`` into 8-bit RGB (+ alpha). Raises :class:`ImageReadError` with a reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_bomb(image)
+                image.load()
+                oriented = ImageOps.exif_transpose(image)
+                return normalise_modes(oriented)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"refused as a possible decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError("not a readable image (unknown or corrupt format)") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageReadError(f"cannot be decoded: {exc}") from exc
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit integer or float grayscale image to 8-bit ``L``."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode.startswith("I;16"):
+        scaled = values / 257.0
+    elif image.mode == "I" and values.size and values.min() >= 0 and values.max() <= 65535:
+        # Pillow used to open 16-bit PNGs as "I"; values in 0..65535 are 16-bit samples.
+        scaled = values / 257.0
+    elif image.mode == "F" and values.size and values.min() >= 0 and values.max() <= 1:
+        scaled = values * 255.0
+    else:
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def normalise_modes(image: Image.Image) -> DecodedImage:
+    """Convert any Pillow mode to 8-bit RGB plus an optional alpha channel (see the module docstring)."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        image = _high_depth_to_l(image)
+        mode = "L"
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema()[0] == 255:
+            return DecodedImage(rgba.convert("RGB"), None)
+        return DecodedImage(rgba.convert("RGB"), alpha)
+    return DecodedImage(image.convert("RGB") if mode != "RGB" else image.copy(), None)
+
+
+def flatten(rgb: Image.Image, alpha: Image.Image | None, background=FLATTEN_BACKGROUND) -> Image.Image:
+    """Composite ``rgb`` with straight ``alpha`` over a solid ``background`` colour."""
+    if alpha is None:
+        return rgb
+    canvas = Image.new("RGB", rgb.size, background)
+    canvas.paste(rgb, (0, 0), alpha)
+    return canvas
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """How a source image maps onto a target size: cover-resize, then a centred crop."""
+
+    source_box: tuple[float, float, float, float]  # region of the source that becomes the target
+    resized_size: tuple[int, int]  # (w, h) the whole source would have after the cover resize
+    crop_top_left: tuple[int, int]  # (top, left) of the crop inside the resized image
+    target_size: tuple[int, int]  # (w, h)
+
+
+def plan_center_crop(source_size: tuple[int, int], target_size: tuple[int, int]) -> CropPlan:
+    """Scale ``source_size`` to just cover ``target_size`` and centre the crop (aspect ratio kept)."""
+    sw, sh = source_size
+    tw, th = target_size
+    if sw <= 0 or sh <= 0:
+        raise ValueError(f"image size must be positive, got {sw}x{sh}")
+    scale = max(tw / sw, th / sh)
+    rw = max(tw, math.ceil(sw * scale - 1e-6))
+    rh = max(th, math.ceil(sh * scale - 1e-6))
+    left = (rw - tw) // 2
+    top = (rh - th) // 2
+    # Map the crop back into source coordinates so a single resize does both steps.
+    sx, sy = sw / rw, sh / rh
+    box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
+    return CropPlan(box, (rw, rh), (top, left), (tw, th))
+
+
+def apply_plan(image: Image.Image, plan: CropPlan, resample=RESAMPLE) -> Image.Image:
+    """Resize-and-crop ``image`` according to ``plan``."""
+    return image.resize(plan.target_size, resample, box=plan.source_box)
+
+
+def to_pixels(rgb: Image.Image) -> torch.Tensor:
+    """An RGB image as a ``(3, H, W)`` float32 tensor in ``[-1, 1]``."""
+    array = np.asarray(rgb.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def alpha_loss_weight(alpha: Image.Image, plan: CropPlan, factor: int) -> torch.Tensor | None:
+    """The alpha channel as a ``(1, h, w)`` loss-weight map at latent resolution, normalised to mean 1.
+
+    Each latent cell gets the *area average* of the alpha under it (the web UI resamples bicubically
+    to the latent size, which aliases thin edges). Like the web UI the map is divided by its mean, so
+    the loss stays on the usual scale; unlike it, the minimum is not subtracted first: a uniformly
+    half-transparent background keeps half the weight instead of none, and a fully opaque alpha gives
+    all ones instead of 0/0. Returns ``None`` when the crop is fully transparent.
+    """
+    tw, th = plan.target_size
+    latent_size = (tw // factor, th // factor)
+    small = alpha.resize(latent_size, Image.Resampling.BOX, box=plan.source_box)
+    weight = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).unsqueeze(0)
+    mean = float(weight.mean())
+    if mean <= 1e-6:
+        return None
+    return weight / mean
