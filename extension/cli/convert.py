@@ -1,0 +1,89 @@
+"""``python -m extension convert IN OUT``: between .pt, .safetensors and PNG/WEBP embedding cards."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from ..embedding import EmbeddingFormatError, load_embedding, save_embedding
+from ..embedding.atomic import atomic_write_bytes
+from ..png import NoPixelBandsWarning, embed_in_png, plain_card_image, save_png_card
+from ..png.extract import MAX_PIXELS
+
+HELP = "convert an embedding between .pt, .safetensors and PNG cards (e.g. x.pt -> x.safetensors)"
+
+CARD_SUFFIXES = (".png", ".webp")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="IN", help="embedding file: .pt, .bin, .safetensors, .png, .webp")
+    parser.add_argument(
+        "output",
+        metavar="OUT",
+        help="output: .safetensors, .pt, .png card or lossless .webp card (pixels only)",
+    )
+    parser.add_argument("--image", metavar="PICTURE", help="picture for a card (default: a generated one)")
+    parser.add_argument("--name", help="rename the embedding (its trigger word in the payload and metadata)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (kept as OUT.bak until done)"
+    )
+
+
+def _open_picture(path: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise ValueError(f"{path}: picture too large ({im.size[0]}x{im.size[1]})")
+                im.load()
+                return im.copy()
+    except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{path}: cannot read the picture ({exc})") from None
+
+
+def _write_card(emb, out: Path, picture: str | None, overwrite: bool) -> None:
+    image = _open_picture(picture) if picture else plain_card_image(emb)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoPixelBandsWarning)
+        card, info = embed_in_png(image, emb)
+    skipped = any(issubclass(w.category, NoPixelBandsWarning) for w in caught)
+    if out.suffix.lower() == ".webp":
+        if skipped:
+            raise ValueError("SDXL embeddings can only be carried by a PNG text chunk; use a .png output")
+        import io
+
+        buf = io.BytesIO()
+        card.save(buf, "WEBP", lossless=True, quality=100, method=4, exact=True)
+        atomic_write_bytes(out, buf.getvalue(), overwrite=overwrite)
+    else:
+        save_png_card(out, card, info, overwrite=overwrite)
+        if skipped:
+            print(
+                "note: SDXL embeddings cannot go into pixel bands; the card carries it only in its text chunk",
+                file=sys.stderr,
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    src, out = Path(args.input), Path(args.output)
+    try:
+        emb = load_embedding(src)
+        if args.name:
+            emb = emb.replace(name=args.name)
+        if out.suffix.lower() in CARD_SUFFIXES:
+            _write_card(emb, out, args.image, args.overwrite)
+            written = out
+        else:
+            if args.image:
+                raise ValueError("--image is only used for .png/.webp card outputs")
+            written = save_embedding(emb, out, overwrite=args.overwrite)
+    except (EmbeddingFormatError, FileExistsError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {written}: {emb.name!r}, {emb.n_vectors} vectors, width {emb.width}, step {emb.step}")
+    return 0

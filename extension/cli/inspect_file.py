@@ -1,0 +1,144 @@
+"""``python -m extension inspect FILE``: what an embedding file holds and which tools would load it."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from ..embedding import EmbeddingFormatError, load_embedding
+from ..embedding.load import IMAGE_SUFFIXES, PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
+from ..embedding.model import Embedding
+from ..embedding.pt_container import webui_load_problems
+
+HELP = "show an embedding file's name, shape, step, layout, hash and which tools load it"
+
+_WEBUI_SUFFIXES = PICKLE_SUFFIXES + SAFETENSORS_SUFFIXES + IMAGE_SUFFIXES
+_WIDTH_MODELS = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="an embedding: .pt, .bin, .safetensors, .png or lossless .webp")
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of the whole file (the web UI's embedding hash)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verdict(loads: bool, reason: str = "") -> dict:
+    return {"loads": loads, "reason": reason}
+
+
+def compatibility(path: Path, emb: Embedding) -> dict[str, dict]:
+    """Would the web UI (1.10), Forge and ComfyUI load this file (spec §5), and why not."""
+    suffix = path.suffix.lower()
+    layout = emb.metadata.get("source_layout", "")
+    width_note = ""
+    if emb.width not in _WIDTH_MODELS:
+        width_note = f"width {emb.width} matches no SD1/SD2/SDXL model: listed but skipped"
+    out: dict[str, dict] = {}
+
+    # the web UI 1.10
+    if suffix not in _WEBUI_SUFFIXES:
+        out["webui"] = _verdict(False, f"the web UI ignores {suffix or 'extension-less'} files")
+    elif suffix in IMAGE_SUFFIXES and path.stem.endswith(".preview"):
+        out["webui"] = _verdict(False, "*.preview.* pictures are treated as card thumbnails")
+    elif suffix in PICKLE_SUFFIXES:
+        problems = webui_load_problems(path.read_bytes())
+        out["webui"] = _verdict(
+            not problems,
+            "; ".join(problems)
+            + (" - fix: python -m extension convert IN OUT.safetensors (or OUT.pt)" if problems else ""),
+        )
+    else:
+        out["webui"] = _verdict(True, width_note)
+
+    # Forge: the same loader without the safety check
+    if suffix not in _WEBUI_SUFFIXES:
+        out["forge"] = _verdict(False, f"Forge ignores {suffix or 'extension-less'} files")
+    elif suffix in IMAGE_SUFFIXES and path.stem.endswith(".preview"):
+        out["forge"] = _verdict(False, "*.preview.* pictures are treated as card thumbnails")
+    else:
+        out["forge"] = _verdict(True, width_note)
+
+    # ComfyUI: tensor files only
+    if suffix in IMAGE_SUFFIXES:
+        out["comfyui"] = _verdict(
+            False, "ComfyUI does not read embeddings from pictures - convert to .safetensors"
+        )
+    elif suffix in PICKLE_SUFFIXES + SAFETENSORS_SUFFIXES:
+        note = "via its raw-float fallback" if layout == "parameterdict-pt" else ""
+        out["comfyui"] = _verdict(True, note)
+    else:
+        out["comfyui"] = _verdict(False, "ComfyUI looks for .safetensors, .pt and .bin files")
+    return out
+
+
+def describe(path: Path) -> dict:
+    """Everything ``inspect`` reports about ``path`` (EmbeddingFormatError if it is not loadable)."""
+    emb = load_embedding(path)
+    digest = file_sha256(path)
+    shapes = {k: list(t.shape) for k, t in emb.tensors().items()}
+    return {
+        "file": str(path),
+        "name": emb.name,
+        "stored_name": emb.metadata.get("stored_name"),
+        "shape": shapes if emb.is_sdxl else shapes["emb_params"],
+        "vectors": emb.n_vectors,
+        "width": emb.width,
+        "model_family": emb.model_family,
+        "step": emb.step,
+        "sd_checkpoint": emb.checkpoint_hash,
+        "sd_checkpoint_name": emb.checkpoint_name,
+        "source_layout": emb.metadata.get("source_layout"),
+        "sha256": digest,
+        "hash": digest[:12],
+        "compatibility": compatibility(path, emb),
+    }
+
+
+def _text(info: dict) -> str:
+    lines = [
+        f"file:          {info['file']}",
+        f"name:          {info['name']}"
+        + (
+            f"  (stored name: {info['stored_name']})"
+            if info["stored_name"] not in (None, info["name"])
+            else ""
+        ),
+        f"shape:         {info['shape']}  ({info['vectors']} vectors, width {info['width']}, {info['model_family']})",
+        f"step:          {info['step'] if info['step'] is not None else '-'}",
+        f"checkpoint:    {info['sd_checkpoint_name'] or '-'} [{info['sd_checkpoint'] or '-'}]",
+        f"layout:        {info['source_layout']}",
+        f"hash:          {info['hash']}  (sha256 {info['sha256']})",
+    ]
+    labels = {"webui": "web UI 1.10", "forge": "Forge", "comfyui": "ComfyUI"}
+    for key, label in labels.items():
+        v = info["compatibility"][key]
+        lines.append(
+            f"{label + ':':<15}{'loads' if v['loads'] else 'does NOT load'}"
+            + (f" - {v['reason']}" if v["reason"] else "")
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        info = describe(path)
+    except EmbeddingFormatError as exc:
+        if args.json:
+            print(json.dumps({"file": str(path), "error": str(exc)}, ensure_ascii=False))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(info, ensure_ascii=False, indent=2) if args.json else _text(info))
+    return 0

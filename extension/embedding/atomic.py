@@ -1,0 +1,84 @@
+"""Atomic file writes: a temporary file in the target folder, then a rename.
+
+An existing file is never replaced unless ``overwrite=True``; then the old file is kept as
+``<file>.bak`` until the new one is in place, and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename durable on POSIX; not possible (nor needed) on Windows.
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _backup(path: Path) -> Path:
+    bak = path.with_name(path.name + ".bak")
+    with contextlib.suppress(FileNotFoundError):
+        bak.unlink()
+    try:
+        os.link(path, bak)  # cheap and keeps the original untouched
+    except OSError:
+        shutil.copy2(path, bak)
+    return bak
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path.
+
+    Raises FileExistsError when ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, expected a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (or --overwrite) to replace it")
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:60]}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    bak: Path | None = None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite and path.exists():
+            bak = _backup(path)
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if someone created the file meanwhile: never clobber
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{path} already exists; pass overwrite=True (or --overwrite) to replace it"
+                ) from None
+            except OSError:
+                if path.exists():
+                    raise FileExistsError(f"{path} already exists") from None
+                os.replace(tmp, path)  # filesystem without hard links
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        _fsync_dir(folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if bak is not None and path.exists():  # the original is still in place
+            with contextlib.suppress(OSError):
+                bak.unlink()
+        raise
+    if bak is not None:
+        with contextlib.suppress(OSError):
+            bak.unlink()
+    return path
