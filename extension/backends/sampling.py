@@ -8,21 +8,14 @@ every part and the negative prompt follow their prompt-editing schedule step by 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..prompt.extra_networks import strip_extra_networks
 from .base import Conditioning, PreviewRequest, SizeConditioning, VectorSet
-
-EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
-
-
-def strip_extra_networks(text: str) -> str:
-    """Remove ``<lora:name:0.8>``-style tags, as the web UI does before anything else sees the prompt."""
-    return EXTRA_NETWORK.sub("", text)
 
 
 @dataclass

@@ -168,9 +168,9 @@ def _spans_text(spans: list[tuple[int, int]]) -> str:
 
 def analyse(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``inspect-prompt`` shows, as plain data."""
-    from ..backends.sampling import EXTRA_NETWORK, strip_extra_networks
     from ..prompt.chunking import chunk_segments, parse_segments
     from ..prompt.composition import split_and
+    from ..prompt.extra_networks import EXTRA_NETWORK, strip_extra_networks
     from ..prompt.lint import lint
     from ..prompt.scheduling import schedule_prompt
     from ..tokenizer import clip_tokenizer, open_clip_tokenizer
