@@ -2,7 +2,7 @@
 
 The trainer (``extension.training``) is host-agnostic. It talks to a model only through
 :class:`Backend`. Two implementations exist: the standalone one on diffusers/transformers models
-(``backends.standalone``) and the web UI one over ``modules.shared.sd_model`` (``backends.webui``).
+(``backends.standalone``) and the web UI one over ``modules.shared.sd_model`` (``extension/webui/backend.py``).
 
 Trainable vectors are always passed as a mapping *encoder key -> tensor (n, width)*; the keys are
 the backend's :attr:`Backend.encoder_widths` keys: ``{"clip_l": 768}`` for SD1,
@@ -82,6 +82,7 @@ class PreviewRequest:
     seed: int = -1
     width: int = 512
     height: int = 512
+    sampler: str = ""  # host sampler name; "" = the backend's default
 
 
 @runtime_checkable

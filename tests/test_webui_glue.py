@@ -1,0 +1,206 @@
+"""The host-free logic of the web UI glue (extension/webui/glue.py).
+
+The glue itself is checked against the real web UI code outside this repo (see the host helper's
+report); these tests pin down the decisions it makes on plain inputs.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extension.backends.base import SizeConditioning
+from extension.webui import glue
+
+
+def test_model_family_from_host_flags():
+    assert glue.model_family(is_sdxl=True, is_sd2=False, is_sd1=False, has_conditioner=True) == "sdxl"
+    assert glue.model_family(is_sdxl=False, is_sd2=True, is_sd1=False, has_conditioner=False) == "sd2"
+    assert glue.model_family(is_sdxl=False, is_sd2=False, is_sd1=True, has_conditioner=False) == "sd1"
+    with pytest.raises(glue.HostModelError, match=r"SD1\.x, SD2\.x or SDXL"):
+        glue.model_family(is_sdxl=False, is_sd2=False, is_sd1=False, has_conditioner=False)
+
+
+def test_encoder_keys_of_hijacked_encoders():
+    assert glue.encoder_keys(["FrozenCLIPEmbedderWithCustomWords"], "sd1") == ["clip_l"]
+    assert glue.encoder_keys(["FrozenOpenCLIPEmbedderWithCustomWords"], "sd2") == ["clip_g"]
+    sdxl = ["FrozenCLIPEmbedderForSDXLWithCustomWords", "FrozenOpenCLIPEmbedder2WithCustomWords"]
+    assert glue.encoder_keys(sdxl, "sdxl") == ["clip_l", "clip_g"]
+    with pytest.raises(glue.HostModelError, match="refiner"):
+        glue.encoder_keys(["FrozenOpenCLIPEmbedder2WithCustomWords"], "sdxl")
+    with pytest.raises(glue.HostModelError, match="XLMR"):
+        glue.encoder_keys(["FrozenXLMREmbedderWithCustomWords"], "sd1")
+
+
+def test_prediction_type():
+    assert glue.prediction_type("eps") == "epsilon"
+    assert glue.prediction_type("v") == "v_prediction"
+    with pytest.raises(glue.HostModelError, match="'x0'"):
+        glue.prediction_type("x0")
+
+
+def test_unsupported_conditioning():
+    assert glue.unsupported_conditioning("crossattn", "txt", False) is None
+    assert glue.unsupported_conditioning("hybrid", "txt", False) is None  # inpainting
+    assert "pix2pix" in glue.unsupported_conditioning("hybrid", "edit", False)
+    assert "depth" in glue.unsupported_conditioning("hybrid", "txt", True)
+    assert "crossattn-adm" in glue.unsupported_conditioning("crossattn-adm", "txt", False)
+
+
+def test_low_vram_refusal():
+    assert glue.low_vram_problem(lowvram=False, medvram=False, medvram_sdxl=False, is_sdxl=True) is None
+    assert glue.low_vram_problem(lowvram=False, medvram=False, medvram_sdxl=True, is_sdxl=False) is None
+    msg = glue.low_vram_problem(lowvram=False, medvram=False, medvram_sdxl=True, is_sdxl=True)
+    assert "--medvram-sdxl" in msg and "Restart the web UI without" in msg
+    assert "--lowvram" in glue.low_vram_problem(lowvram=True, medvram=True, medvram_sdxl=False, is_sdxl=False)
+
+
+def test_training_attention():
+    everything = ["InvokeAI", "Doggettx", "sdp-no-mem", "sdp", "sub-quadratic", "V1"]
+    assert glue.training_attention("sdp", everything) is None
+    assert glue.training_attention("sdp-no-mem", everything) is None
+    assert glue.training_attention(None, everything) is None  # already plain attention
+    assert glue.training_attention("xformers", everything) == "sdp-no-mem"
+    assert glue.training_attention("Doggettx", ["Doggettx", "sdp"]) == "sdp"
+    assert glue.training_attention("sub-quadratic", ["sub-quadratic"]) == "None"
+
+
+def test_vae_posterior_matches_definition():
+    torch.manual_seed(0)
+    moments = torch.randn(2, 8, 4, 4) * 20
+    dist = glue.vae_posterior(moments)
+    mean, logvar = moments[:, :4], moments[:, 4:]
+    assert torch.equal(dist.mean, mean)
+    assert torch.allclose(dist.std, torch.exp(0.5 * logvar.clamp(-30, 20)))
+    with pytest.raises(ValueError, match=r"\(B, 2C, h, w\)"):
+        glue.vae_posterior(torch.zeros(1, 3, 4, 4))
+
+
+def test_host_vec_layout_keeps_the_leaf_tensors():
+    lv = torch.zeros(2, 768, requires_grad=True)
+    g = torch.zeros(2, 1280, requires_grad=True)
+    assert glue.host_vec("sd1", {"clip_l": lv}) is lv
+    pair = glue.host_vec("sdxl", {"clip_l": lv, "clip_g": g})
+    assert pair["clip_l"] is lv and pair["clip_g"] is g
+    assert glue.vec_rows_and_width(pair) == (2, 2048)
+    assert glue.vec_rows_and_width(lv) == (2, 768)
+    with pytest.raises(ValueError, match="missing"):
+        glue.host_vec("sd2", {"clip_l": lv})
+    with pytest.raises(ValueError, match="as many clip_l as clip_g"):
+        glue.host_vec("sdxl", {"clip_l": lv, "clip_g": torch.zeros(3, 1280)})
+
+
+def test_sdxl_size_batch():
+    rows = glue.sdxl_size_batch(None, 2, default_side=1024, crop=(4, 8))
+    assert rows["original_size_as_tuple"] == [[1024, 1024]] * 2
+    assert rows["crop_coords_top_left"] == [[4, 8]] * 2
+    sizes = [SizeConditioning((600, 800), (10, 20), (512, 768))]
+    rows = glue.sdxl_size_batch(sizes, 1)
+    assert rows == {
+        "original_size_as_tuple": [[600, 800]],
+        "crop_coords_top_left": [[10, 20]],
+        "target_size_as_tuple": [[512, 768]],
+    }
+    with pytest.raises(ValueError, match="one per prompt"):
+        glue.sdxl_size_batch(sizes, 3)
+
+
+def test_merge_embedder_outputs_as_sdxl_conditioner():
+    z_l, z_g = torch.randn(2, 77, 768), torch.randn(2, 77, 1280)
+    pooled, sizes = torch.randn(2, 1280), [torch.randn(2, 512) for _ in range(3)]
+    merged = glue.merge_embedder_outputs([z_l, z_g, pooled, *sizes])
+    assert merged["crossattn"].shape == (2, 77, 2048)
+    assert torch.equal(merged["crossattn"][..., :768], z_l)
+    assert merged["vector"].shape == (2, 2816)
+    assert torch.equal(merged["vector"][:, :1280], pooled)
+    assert torch.equal(merged["vector"][:, -512:], sizes[2])
+    with pytest.raises(ValueError, match="1-d"):
+        glue.merge_embedder_outputs([torch.zeros(3)])
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x, scale=1.0):
+        return torch.tanh(self.lin(x)) * scale
+
+
+class BasicTransformerBlock(Block):
+    pass
+
+
+def test_checkpointing_keeps_gradients_and_undoes():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(BasicTransformerBlock(), Block(), BasicTransformerBlock())
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x0 = torch.randn(4, 8)
+
+    def grad():
+        x = x0.clone().requires_grad_(True)
+        net(x).square().sum().backward()
+        return x.grad
+
+    plain = grad()
+    wrapped = glue.enable_checkpointing(net)
+    assert [type(m).__name__ for m in wrapped] == ["BasicTransformerBlock", "BasicTransformerBlock"]
+    assert torch.allclose(grad(), plain)
+    assert glue.enable_checkpointing(net) == []  # never wrapped twice
+    glue.disable_checkpointing(wrapped)
+    assert all("forward" not in vars(m) for m in net.modules())
+    assert torch.allclose(grad(), plain)
+
+
+@given(step=st.integers(-5, 500), total=st.integers(0, 400))
+@settings(max_examples=60, deadline=None)
+def test_progress_fields_fraction_in_range(step, total):
+    f = glue.progress_fields("Train", step, total, "text")
+    assert f.job_count >= 1 and 0 <= f.job_no <= f.job_count
+    assert f.sampling_steps == 0 and f.textinfo == "text"
+
+
+def test_save_and_restore_fields():
+    class State:
+        job, job_no, job_count, textinfo = "train", 3, 10, "x"
+
+    s = State()
+    saved = glue.save_fields(s)
+    assert saved == {"job": "train", "job_no": 3, "job_count": 10, "textinfo": "x"}
+    s.job_no, s.textinfo = 0, "preview"
+    glue.restore_fields(s, saved)
+    assert (s.job_no, s.textinfo) == (3, "x")
+
+
+def test_settings_keys_and_options():
+    assert all(s.key.startswith("ti_trainer_") for s in glue.SETTINGS)
+    assert len({s.key for s in glue.SETTINGS}) == len(glue.SETTINGS)
+    values = {
+        "ti_trainer_save_format": "pt",
+        "ti_trainer_preview_every": 50.0,
+        "ti_trainer_keep_snapshots": 3,
+    }
+    opts = glue.options_from_settings(values, ["save_format", "preview_every", "validation_every"])
+    assert opts == {"save_format": "pt", "preview_every": 50}  # keep_snapshots: no such field
+    assert isinstance(opts["preview_every"], int)
+
+
+def test_resolve_log_dir(tmp_path):
+    assert glue.resolve_log_dir("/flag", "/setting", str(tmp_path)) == "/flag"
+    assert glue.resolve_log_dir(None, " /setting ", str(tmp_path)) == "/setting"
+    assert glue.resolve_log_dir("", "", str(tmp_path)) == str(tmp_path / "textual_inversion")
+
+
+def test_parse_api_auth():
+    assert glue.parse_api_auth(None) == {}
+    assert glue.parse_api_auth("a:b,c:d:e") == {"a": "b", "c": "d:e"}
+    with pytest.raises(ValueError, match="'nocolon' is not user:password"):
+        glue.parse_api_auth("a:b,nocolon")
+
+
+def test_should_mount_api():
+    assert glue.should_mount_api(api=True, nowebui=False, no_api_flag=False)
+    assert glue.should_mount_api(api=False, nowebui=True, no_api_flag=False)
+    assert not glue.should_mount_api(api=True, nowebui=False, no_api_flag=True)
+    assert not glue.should_mount_api(api=False, nowebui=False, no_api_flag=False)
