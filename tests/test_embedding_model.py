@@ -56,6 +56,16 @@ def test_mismatched_sdxl_pairs():
         Embedding("xl", {"clip_l": torch.zeros(2, 1280), "clip_g": torch.zeros(2, 768)})
     with pytest.raises(EmbeddingFormatError, match="clip_l and clip_g"):
         Embedding("xl", {"clip_l": torch.zeros(2, 768)})
+    with pytest.raises(EmbeddingFormatError, match="mismatched SDXL pair"):
+        Embedding("xl", {"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(2, 1024)})
+    with pytest.raises(EmbeddingFormatError, match="narrower"):
+        Embedding("xl", {"clip_l": torch.zeros(2, 48), "clip_g": torch.zeros(2, 32)})
+
+
+def test_small_model_sdxl_pair_is_accepted():
+    # the tiny SDXL test model has 32 + 48 wide encoders
+    e = Embedding("xl", {"clip_l": torch.zeros(2, 32), "clip_g": torch.zeros(2, 48)})
+    assert e.is_sdxl and e.width == 80 and e.n_vectors == 2
 
 
 def test_field_types_are_checked():
