@@ -1,0 +1,103 @@
+"""Where a training run writes its files.
+
+``<log dir>/<YYYY-MM-DD>/<name>/`` holds ``embeddings/<name>-<step>.<ext>`` (snapshots, the number
+is the number of steps done), ``images/<name>-<step>.png`` (previews),
+``image_embeddings/<name>-<step>.png`` (PNG cards), ``loss.csv`` and ``loss.png``. The final
+embedding goes to ``<embeddings dir>/<name>.<ext>`` with the resume state beside it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+EXTENSIONS = {"safetensors": ".safetensors", "pt": ".pt"}
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path`` and move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def final_embedding_path(embeddings_dir: Path, name: str, save_format: str) -> Path:
+    """``<embeddings dir>/<name>.<ext>``."""
+    return Path(embeddings_dir) / f"{name}{EXTENSIONS[save_format]}"
+
+
+def resume_state_path(embedding_path: Path) -> Path:
+    """The resume state beside a final embedding: ``<name>.resume``.
+
+    The extension is one the web UI's embedding loader ignores, so the file never shows up as a
+    broken embedding in its list.
+    """
+    return embedding_path.with_name(embedding_path.stem + ".resume")
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    """The folders of one run (created lazily, only when something is written)."""
+
+    root: Path
+    name: str
+    save_format: str = "safetensors"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def image_embeddings(self) -> Path:
+        return self.root / "image_embeddings"
+
+    @property
+    def loss_csv(self) -> Path:
+        return self.root / "loss.csv"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def snapshot(self, step: int) -> Path:
+        return self.embeddings / f"{self.name}-{step}{EXTENSIONS[self.save_format]}"
+
+    def preview(self, step: int) -> Path:
+        return self.images / f"{self.name}-{step}.png"
+
+    def card(self, step: int) -> Path:
+        return self.image_embeddings / f"{self.name}-{step}.png"
+
+
+def choose_run_dir(log_dir: Path, name: str, *, reuse: bool, today: datetime.date | None = None) -> Path:
+    """``<log dir>/<date>/<name>``; a fresh ``<name>-2``, ``-3``... when that folder already has
+    files and ``reuse`` (resume/overwrite) is off, so an earlier run is never overwritten."""
+    day = (today or datetime.date.today()).strftime("%Y-%m-%d")
+    base = Path(log_dir) / day
+    candidate = base / name
+    if reuse:
+        return candidate
+    n = 2
+    while candidate.exists() and any(candidate.iterdir()):
+        candidate = base / f"{name}-{n}"
+        n += 1
+    return candidate
