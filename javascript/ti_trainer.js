@@ -29,3 +29,13 @@ function ti_trainer_send_to_txt2img(text) {
     }
     return text;
 }
+
+function ti_trainer_send_embedding(name, weight) {
+    // "Send to txt2img": the picked embedding as "(name:weight)".
+    if (!name) {
+        return;
+    }
+    // always with the weight: a bare "(name)" would mean 1.1
+    const w = isFinite(Number(weight)) ? Number(weight) : 1;
+    ti_trainer_send_to_txt2img("(" + name + ":" + w + ")");
+}
