@@ -15,7 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from .base import Conditioning, LatentDistribution, NoiseSchedule, PreviewRequest, SizeConditioning, VectorSet
-from .text_encoder import EncoderSpec, TextOptions, chunk_prompts, embedding_sizes, encode_prompts, pad_chunks
+from .text_encoder import (
+    ChunkCache,
+    EncoderSpec,
+    TextOptions,
+    chunk_prompts,
+    embedding_sizes,
+    encode_prompts,
+    pad_chunks,
+)
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 ENCODER_KEYS = {"sd1": ("clip_l",), "sd2": ("clip_g",), "sdxl": ("clip_l", "clip_g")}
@@ -54,6 +62,7 @@ class StandaloneBackend:
         self.checkpoint_name = checkpoint_name
         self.checkpoint_hash = checkpoint_hash
         self.text_options = text_options or TextOptions()
+        self._chunk_cache = ChunkCache()
 
         # fp16 VAEs that overflow (SDXL's) are kept in float32, as diffusers' force_upcast says
         upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
@@ -134,7 +143,9 @@ class StandaloneBackend:
             raise ValueError("encode_text needs at least one prompt")
         specs = self._specs()
         chunked = {
-            key: chunk_prompts(spec, prompts, embedding_sizes(key, spec.width, embeddings), self.text_options)
+            key: chunk_prompts(
+                spec, prompts, embedding_sizes(key, spec.width, embeddings), self.text_options, self._chunk_cache
+            )
             for key, spec in specs.items()
         }
         # SDXL: the two tokenizers can disagree (open_clip unescapes HTML), so align the chunk counts

@@ -15,6 +15,7 @@ Hooking the embedding layer rather than feeding ``inputs_embeds`` keeps the mode
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -172,17 +173,81 @@ def encode_chunk_batch(
 
 
 def chunk_prompts(
-    spec: EncoderSpec, prompts: Sequence[str], sizes: Mapping[str, int], options: TextOptions
+    spec: EncoderSpec,
+    prompts: Sequence[str],
+    sizes: Mapping[str, int],
+    options: TextOptions,
+    cache: ChunkCache | None = None,
 ) -> list[list[Chunk]]:
-    """The chunks of every prompt for one encoder (shorter prompts filled up with empty chunks)."""
-    return chunk_batch(
-        list(prompts),
-        spec.tokenize,
-        spec.special,
-        sizes,
-        comma_backtrack=options.comma_backtrack,
-        emphasis=options.emphasis,
-    )
+    """The chunks of every prompt for one encoder (shorter prompts filled up with empty chunks).
+
+    With a ``cache``, each distinct prompt is tokenised and chunked once: training draws the same
+    template lines again and again, and re-tokenising them every micro-batch is measurable overhead.
+    """
+    if cache is None:
+        return chunk_batch(
+            list(prompts),
+            spec.tokenize,
+            spec.special,
+            sizes,
+            comma_backtrack=options.comma_backtrack,
+            emphasis=options.emphasis,
+        )
+    per_prompt = [cache.get(spec, prompt, sizes, options) for prompt in prompts]
+    pad_chunks(per_prompt, max(len(chunks) for chunks in per_prompt), spec.special)
+    return per_prompt
+
+
+class _Identity:
+    """Hashes and compares by object identity, keeping the object alive."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+
+class ChunkCache:
+    """A bounded cache of one prompt's chunks, keyed by everything that decides them."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, list[Chunk]] = OrderedDict()
+
+    def get(self, spec: EncoderSpec, prompt: str, sizes: Mapping[str, int], options: TextOptions) -> list[Chunk]:
+        """A fresh list (callers extend it) of the cached chunks of ``prompt``."""
+        # the tokenizer object itself (kept alive by the key) so that a swapped tokenizer never hits
+        tokenizer = getattr(spec.tokenize, "__self__", spec.tokenize)
+        key = (
+            _Identity(tokenizer),
+            spec.special,
+            prompt,
+            tuple(sorted(sizes.items())),
+            options.comma_backtrack,
+            options.emphasis,
+        )
+        chunks = self._entries.get(key)
+        if chunks is None:
+            chunks = chunk_batch(
+                [prompt],
+                spec.tokenize,
+                spec.special,
+                sizes,
+                comma_backtrack=options.comma_backtrack,
+                emphasis=options.emphasis,
+            )[0]
+            self._entries[key] = chunks
+            if len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return list(chunks)
 
 
 def pad_chunks(per_prompt: list[list[Chunk]], count: int, special: SpecialTokens) -> None:

@@ -90,6 +90,7 @@ class TrainLogger:
                 self._bar = None
         self._tb = None
         self._tb_dir = tensorboard_dir
+        self._file = None  # kept open for the run: reopening it every step costs measurable time
 
     # -- writing
     def _writer_open(self):
@@ -112,8 +113,11 @@ class TrainLogger:
 
     def log(self, row: LogRow) -> None:
         """Append ``row`` to the CSV, the bar and tensorboard."""
-        with self._writer_open() as f:
-            csv.writer(f).writerow(_fmt_row(row))
+        if self._file is None:
+            self._file = self._writer_open()
+            self._csv = csv.writer(self._file)
+        self._csv.writerow(_fmt_row(row))
+        self._file.flush()  # readers (the UI's live plot) see every finished row
         self.history.append(row)
         if self._bar is not None:
             post = {}
@@ -163,6 +167,9 @@ class TrainLogger:
         return self.plot_path
 
     def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None

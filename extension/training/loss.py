@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -10,11 +11,17 @@ import torch
 from ..backends.base import Backend, Conditioning, SizeConditioning, VectorSet
 
 
+@functools.lru_cache(maxsize=8)
+def _on_device(alphas_cumprod: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The float32 schedule on ``device``, copied once rather than on every micro-batch."""
+    return alphas_cumprod.to(device=device, dtype=torch.float32)
+
+
 def noisy_latents(
     alphas_cumprod: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``x_t = sqrt(a) x0 + sqrt(1-a) noise`` and the broadcastable ``sqrt(a)``, ``sqrt(1-a)``."""
-    a = alphas_cumprod.to(device=latents.device, dtype=torch.float32)[timesteps.to(latents.device)]
+    a = _on_device(alphas_cumprod, latents.device)[timesteps.to(latents.device)]
     sqrt_a = a.sqrt().view(-1, 1, 1, 1)
     sqrt_1ma = (1.0 - a).sqrt().view(-1, 1, 1, 1)
     x0 = latents.float()
@@ -80,10 +87,11 @@ def micro_batch_loss(
     """The diffusion loss of one micro-batch with ``vectors`` injected for the embedding ``name``."""
     device = device or backend.device
     cond = backend.encode_text(batch.prompts, {name: vectors}, sizes=batch.sizes)
-    weight = batch.loss_weight.to(device) if batch.loss_weight is not None else None
-    return diffusion_loss(
-        backend, batch.latents.to(device), cond, batch.noise.to(device), batch.timesteps.to(device), weight
-    )
+    def move(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)  # asynchronous from pinned memory on CUDA
+
+    weight = move(batch.loss_weight) if batch.loss_weight is not None else None
+    return diffusion_loss(backend, move(batch.latents), cond, move(batch.noise), move(batch.timesteps), weight)
 
 
 # ---------------------------------------------------------------------------- validation
