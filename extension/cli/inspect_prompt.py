@@ -7,6 +7,7 @@ Extra networks removed, AND parts, the prompt-editing schedule, emphasis runs, t
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -238,6 +239,13 @@ def analyse(args: argparse.Namespace) -> dict[str, Any]:
     result["target_token_count"] = -(-max(token_count, 1) // 75) * 75
     result["errors"] = errors
     return result
+
+
+def format_text(res: dict[str, Any]) -> str:
+    """The analysis of :func:`analyse` as the human-readable text this command prints."""
+    out = io.StringIO()
+    _print_text(res, out)
+    return out.getvalue()
 
 
 def _print_text(res: dict[str, Any], out) -> None:

@@ -59,6 +59,7 @@ class WebUIAdapter:
     """The web UI side of the tab and the API."""
 
     is_host = True
+    refresh_cards_js = REFRESH_CARDS_JS  # the tab runs it after create and import
 
     def __init__(self) -> None:
         self._backend: HostBackend | None = None
@@ -159,6 +160,13 @@ class WebUIAdapter:
                 "it was saved to the folder and will load with a matching model"
             )
         db.register_embedding(emb, shared.sd_model)
+
+    def known_embeddings(self) -> dict[str, int]:
+        """Name -> vector count of every embedding the web UI has loaded (for the prompt inspector)."""
+        from modules import sd_hijack
+
+        db = sd_hijack.model_hijack.embedding_db
+        return {name: int(getattr(emb, "vectors", 0) or 0) for name, emb in db.word_embeddings.items()}
 
     # -- jobs -------------------------------------------------------------------------------------
 

@@ -1,0 +1,59 @@
+"""``python -m extension ui``: the TI Trainer tab in the browser, on the standalone backend."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+HELP = "serve the TI Trainer tab (and its REST API) in the browser, without the web UI"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="tiny-sd1",
+        help="tiny-sd1/tiny-sd2/tiny-sdxl, a diffusers folder or a .safetensors checkpoint (default: tiny-sd1)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
+    parser.add_argument(
+        "--api",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the REST API under /ti-trainer/v1/ (default: on)",
+    )
+    parser.add_argument(
+        "--embeddings-dir",
+        default="ti_trainer_output/embeddings",
+        help="where embeddings are created, trained and imported",
+    )
+    parser.add_argument(
+        "--log-dir",
+        default="ti_trainer_output/textual_inversion",
+        help="where training runs write logs, snapshots and previews",
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def _warm_up(adapter) -> None:
+    try:
+        adapter.backend()
+    except Exception as exc:  # shown again, with its message, by the first action that needs it
+        print(f"TI Trainer: cannot load the model {adapter.model!r}: {exc}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..ui.adapter import StandaloneAdapter
+    from ..ui.app import serve
+    from ..ui.service import TrainerService
+
+    if not 0 < args.port < 65536:
+        print(f"error: port {args.port} is out of range; use 1-65535")
+        return 2
+    adapter = StandaloneAdapter(
+        args.model, embeddings_dir=args.embeddings_dir, log_dir=args.log_dir, device=args.device
+    )
+    # load the model while the page is being opened, so the first action does not wait for it
+    threading.Thread(target=_warm_up, args=(adapter,), name="ti_trainer_load_model", daemon=True).start()
+    serve(TrainerService(adapter), host=args.host, port=args.port, api=args.api)
+    return 0

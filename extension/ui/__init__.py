@@ -1,0 +1,1 @@
+"""The TI Trainer tab (gradio), shared by the web UI and the standalone server, and its helpers."""

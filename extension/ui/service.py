@@ -1,0 +1,239 @@
+"""The actions of the tab and the API (create, train, import, share, inspect), in one place.
+
+Each bad request raises :class:`UserError` with an HTTP-like ``status`` (400 bad input, 404
+unknown embedding, 409 conflict) and a message that says what to do; the tab shows the message,
+the API returns it with that status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..embedding import EmbeddingFormatError, save_embedding
+from ..embedding.names import sanitize_name
+from ..training.config import ConfigError, TrainConfig
+from .adapter import HostAdapter
+from .catalog import EmbeddingCatalog, EmbeddingInfo, describe
+from .inspector import inspect_prompt
+from .jobs import JobBusyError, JobRunner, NothingToResumeError
+from .share import ShareError, import_embedding, make_card
+
+# TrainConfig fields the host decides, never the tab or the API
+HOST_FIELDS = ("model", "embeddings_dir", "log_dir", "device", "progress_bar", "tensorboard")
+# fields that describe *what* to train; the tab has its own controls for them
+TARGET_FIELDS = ("name", "embedding_file", "init_text", "vectors", "zeros")
+TRAINABLE_SUFFIXES = {".safetensors": "safetensors", ".pt": "pt"}
+
+
+class UserError(ValueError):
+    """A request that cannot be done as asked; ``status`` is 400, 404 or 409."""
+
+    def __init__(self, message: str, status: int = 400, problems: list[str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problems = problems or [message]
+
+
+def option_fields() -> list[dataclasses.Field]:
+    """The TrainConfig fields the tab and the API expose (all but the host's)."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.name not in HOST_FIELDS]
+
+
+class TrainerService:
+    """Everything the tab and the API do, over one adapter, catalog and job runner."""
+
+    def __init__(self, adapter: HostAdapter, runner: JobRunner | None = None):
+        self.adapter = adapter
+        self.runner = runner or JobRunner(adapter)
+        self.catalog = EmbeddingCatalog()
+
+    # ------------------------------------------------------------------ defaults
+
+    def defaults(self) -> TrainConfig:
+        """TrainConfig defaults with the host's settings and folders applied."""
+        try:
+            base = TrainConfig.from_dict(dict(self.adapter.default_options()))
+        except ConfigError as exc:  # a bad host setting: fall back to the plain defaults
+            print(f"TI Trainer: ignoring bad default options: {exc}")
+            base = TrainConfig()
+        return dataclasses.replace(
+            base, embeddings_dir=str(self.adapter.embeddings_dir()), log_dir=str(self.adapter.log_dir())
+        )
+
+    # ------------------------------------------------------------------ embeddings
+
+    def embeddings(self) -> list[EmbeddingInfo]:
+        return self.catalog.scan(self.adapter.embeddings_dir())[0]
+
+    def known_embeddings(self) -> dict[str, int]:
+        """Embedding name -> vectors, for the inspector (the host's database when it has one)."""
+        known = getattr(self.adapter, "known_embeddings", None)
+        if callable(known):
+            return dict(known())
+        return {e.name: e.n_vectors for e in self.embeddings()}
+
+    def find(self, name: str) -> EmbeddingInfo:
+        info = self.catalog.find(self.adapter.embeddings_dir(), name)
+        if info is None:
+            raise UserError(
+                f"no embedding called {name!r} in {self.adapter.embeddings_dir()}; create or import it first",
+                404,
+            )
+        return info
+
+    def create(
+        self,
+        name: str,
+        init_text: str = "*",
+        vectors: int = 1,
+        *,
+        overwrite: bool = False,
+        zeros: bool = False,
+    ) -> EmbeddingInfo:
+        """Create ``<embeddings dir>/<name>.safetensors`` (step 0) and register it."""
+        from ..training.create import create_embedding
+
+        name = (name or "").strip()
+        if not name:
+            raise UserError("enter a name for the embedding")
+        if sanitize_name(name) != name:
+            raise UserError(
+                f"{name!r} is not a safe file name; use only letters, digits and '._- ' (e.g. {sanitize_name(name)!r})"
+            )
+        if not 1 <= int(vectors) <= 75:
+            raise UserError(f"vectors per token must be between 1 and 75, got {vectors}")
+        if self.runner.busy and self.runner.status().name == name:
+            raise UserError(f"{name!r} is being trained right now; interrupt it first", 409)
+        target = Path(self.adapter.embeddings_dir()) / f"{name}.safetensors"
+        others = [e for e in self.embeddings() if e.name == name and Path(e.path) != target]
+        if (target.exists() or others) and not overwrite:
+            where = target if target.exists() else others[0].path
+            raise UserError(
+                f"an embedding called {name!r} already exists ({where}); tick overwrite or pick another name",
+                409,
+            )
+        try:
+            embedding = create_embedding(self.adapter.backend(), name, init_text, int(vectors), zeros=zeros)
+            path = save_embedding(embedding, target, "safetensors", overwrite=overwrite)
+        except (ValueError, EmbeddingFormatError) as exc:
+            raise UserError(str(exc)) from None
+        return dataclasses.replace(describe(embedding, Path(path)), note=self._register(Path(path)))
+
+    def import_file(
+        self, source: str | os.PathLike, *, name: str | None = None, overwrite: bool = False
+    ) -> EmbeddingInfo:
+        """Copy any supported embedding file into the embeddings folder and register it."""
+        try:
+            path, embedding = import_embedding(
+                source, self.adapter.embeddings_dir(), name=name, overwrite=overwrite
+            )
+        except ShareError as exc:
+            status = 409 if "already exists" in str(exc) else 400
+            raise UserError(str(exc), status) from None
+        return dataclasses.replace(describe(embedding, path), note=self._register(path))
+
+    def _register(self, path: Path) -> str:
+        """Register ``path`` with the host; a failure (e.g. a width the loaded model cannot use)
+        leaves the saved file in place and comes back as a note instead of an error."""
+        try:
+            self.adapter.register_embedding(path)
+        except Exception as exc:
+            return f"saved, but not usable with the loaded model yet: {exc}"
+        return ""
+
+    def share_card(self, name: str, picture=None) -> Path:
+        """A PNG card of embedding ``name`` (with ``picture``, else a plain one) under the log dir."""
+        info = self.find(name)
+        try:
+            return make_card(info.path, Path(self.adapter.log_dir()) / "cards", picture)
+        except ShareError as exc:
+            raise UserError(str(exc)) from None
+
+    def inspect(self, prompt: str, *, emphasis: str = "Original", steps: int = 20) -> dict[str, Any]:
+        """The prompt inspector's analysis (see :func:`inspector.inspect_prompt`)."""
+        from ..prompt.chunking import EMPHASIS_MODES
+
+        if emphasis not in EMPHASIS_MODES:
+            raise UserError(f"unknown emphasis mode {emphasis!r}; use one of {', '.join(EMPHASIS_MODES)}")
+        if not 1 <= int(steps) <= 10000:
+            raise UserError(f"steps must be between 1 and 10000, got {steps}")
+        if len(prompt) > 100_000:
+            raise UserError("the prompt is longer than 100000 characters")
+        return inspect_prompt(prompt, self.known_embeddings(), emphasis=emphasis, steps=int(steps))
+
+    # ------------------------------------------------------------------ training
+
+    def train_config(self, options: Mapping[str, object]) -> TrainConfig:
+        """The TrainConfig of a request: defaults, then ``options``, then the host's folders.
+
+        Unless resume, overwrite or an embedding file is asked for, the embedding ``name`` must
+        exist (404 otherwise) and training continues it in place: its file becomes
+        ``embedding_file`` and its format the save format, so its step count and schedule
+        continue (with the saved optimizer state, when there is one).
+        """
+        options = dict(options)
+        blocked = sorted(k for k in options if k in HOST_FIELDS)
+        if blocked:
+            raise UserError(f"option(s) {', '.join(blocked)} are set by the host and cannot be changed here")
+        try:
+            config = TrainConfig.from_dict(options, base=self.defaults())
+        except ConfigError as exc:
+            raise UserError(str(exc), 400, exc.problems) from None
+        if not config.name:
+            raise UserError("pick an embedding to train (or give its name)")
+        if not (config.resume or config.overwrite or config.embedding_file):
+            existing = self.catalog.find(self.adapter.embeddings_dir(), config.name)
+            if existing is None:
+                raise UserError(
+                    f"no embedding called {config.name!r} in {self.adapter.embeddings_dir()}; create it first, "
+                    "or set overwrite to start a new one from init_text",
+                    404,
+                )
+            suffix = Path(existing.path).suffix.lower()
+            if suffix not in TRAINABLE_SUFFIXES:
+                raise UserError(
+                    f"{existing.path} is a {suffix} file; import it first (it is converted to .safetensors)"
+                )
+            config = dataclasses.replace(
+                config, embedding_file=existing.path, save_format=TRAINABLE_SUFFIXES[suffix]
+            )
+        return config
+
+    def start_training(self, options: Mapping[str, object], *, task_id: str | None = None) -> str:
+        """Start a training job; returns its id."""
+        self._check_idle()
+        config = self.train_config(options)
+        try:
+            return self.runner.start(config, task_id=task_id)
+        except ConfigError as exc:
+            raise UserError(str(exc), 400, exc.problems) from None
+        except JobBusyError as exc:
+            raise UserError(str(exc), 409) from None
+
+    def resume_training(self, *, task_id: str | None = None, max_steps: int | None = None) -> str:
+        """Continue the last job of this session from its saved state."""
+        self._check_idle()
+        try:
+            return self.runner.resume(task_id=task_id, max_steps=max_steps)
+        except NothingToResumeError as exc:
+            raise UserError(str(exc), 409) from None
+        except ConfigError as exc:
+            raise UserError(str(exc), 400, exc.problems) from None
+        except JobBusyError as exc:
+            raise UserError(str(exc), 409) from None
+
+    def _check_idle(self) -> None:
+        st = self.runner.status()
+        if st.active:
+            raise UserError(
+                f"training {st.name!r} is running (step {st.step} of {st.max_steps}); interrupt it or wait until it ends",
+                409,
+            )
+
+    def interrupt(self) -> None:
+        if not self.runner.interrupt():
+            raise UserError("no training is running", 409)
