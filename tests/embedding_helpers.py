@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,18 @@ from hypothesis import strategies as st
 
 from extension.embedding import Embedding
 
-REF = Path("/work/shared/reference/embeddings")
+
+def _reference_dir() -> Path:
+    """The CEO's reference files: ``shared/`` beside the checkout (as CI lays it out), or $TI_TRAINER_SHARED."""
+    candidates = [Path(os.environ["TI_TRAINER_SHARED"])] if os.environ.get("TI_TRAINER_SHARED") else []
+    candidates += [Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")]
+    for base in candidates:
+        if (base / "reference" / "embeddings").is_dir():
+            return base / "reference" / "embeddings"
+    raise RuntimeError(f"reference embeddings not found in any of {[str(c) for c in candidates]}")
+
+
+REF = _reference_dir()
 
 
 def reference_files() -> list[Path]:

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from embedding_helpers import REF
 from PIL import Image
 
 from extension.embedding import Embedding, load_embedding, save_embedding
 from extension.ui.catalog import EmbeddingCatalog
 from extension.ui.share import ShareError, import_embedding, make_card
 
-REFERENCE = Path("/work/shared/reference/embeddings")
+REFERENCE = REF
 
 
 def sd1(name: str = "cat", n: int = 2, step: int | None = 7) -> Embedding:
