@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from extension.prompt.lint import lint
 
 from extension.cli import main
+from extension.prompt.lint import lint
 
 EXAMPLE = "a (photo:1.3) of [myface], BREAK detailed"
 
