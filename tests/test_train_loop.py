@@ -417,3 +417,22 @@ def test_an_error_mid_run_keeps_what_was_trained_and_reraises(tmp_path, data_dir
         train(cfg, tiny("sd1"), callbacks=TrainCallbacks(on_step=on_step))
     assert load_embedding(cfg.final_path()).step == 2
     assert resume_state_path(cfg.final_path()).is_file()
+
+
+def test_keep_snapshots_prunes_only_older_numbered_copies(tmp_path):
+    from extension.training.outputs import prune_snapshots
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    for step in (5, 10, 15, 20):
+        (folder / f"cat-{step}.safetensors").write_bytes(b"x")
+    (folder / "cat-10.pt").write_bytes(b"x")
+    (folder / "cat-10.pt.optim").write_bytes(b"x")
+    (folder / "cat.safetensors").write_bytes(b"final")  # not a numbered snapshot
+    (folder / "catfish-1.safetensors").write_bytes(b"other")  # another embedding
+    (folder / "notes-3.txt").write_bytes(b"user file")
+    deleted = prune_snapshots(folder, "cat", keep=2)
+    assert sorted(p.name for p in deleted) == ["cat-10.pt", "cat-10.safetensors", "cat-5.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cat-15.safetensors", "cat-20.safetensors", "cat.safetensors", "catfish-1.safetensors", "notes-3.txt",
+    ]  # fmt: skip

@@ -32,7 +32,7 @@ _TABLE_PREFIX = {"dataset": "", "training": "", "output": "", "preview": "previe
 _HASHED = (
     "data", "width", "height", "repeats", "template", "caption_extension", "filename_word_regex",
     "filename_join", "shuffle_tags", "tag_dropout", "flip_probability", "alpha_as_loss_weight",
-    "latent_sampling", "buckets", "learn_rate", "batch_size", "grad_accumulation", "weight_decay",
+    "latent_sampling", "buckets", "bucket_step", "template_dir", "learn_rate", "batch_size", "grad_accumulation", "weight_decay",
     "clip_grad", "clip_grad_value", "precision", "seed", "emphasis", "clip_skip",
 )  # fmt: skip
 
@@ -75,11 +75,14 @@ class TrainConfig:
     alpha_as_loss_weight: bool = False
     latent_sampling: str = "once"
     buckets: bool = False
+    bucket_step: int = 64  # side lengths of aspect-ratio buckets are multiples of this
+    template_dir: str = ""  # another folder of templates (the web UI's, when running in it)
     # outputs
     log_dir: str = "ti_trainer_output/textual_inversion"
     embeddings_dir: str = "ti_trainer_output/embeddings"
     save_format: str = "safetensors"
     save_every: int = 500
+    keep_snapshots: int = 0  # keep only the newest N numbered snapshots of a run (0: keep all)
     overwrite: bool = False
     resume: bool = False
     # optimisation
@@ -180,6 +183,8 @@ class TrainConfig:
             alpha_as_loss_weight=self.alpha_as_loss_weight,
             latent_sampling=self.latent_sampling,
             buckets=self.buckets,
+            bucket_step=self.bucket_step,
+            extra_template_dirs=(Path(self.template_dir),) if self.template_dir else (),
         )
 
     # ------------------------------------------------------------------ checking

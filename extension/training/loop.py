@@ -27,7 +27,7 @@ from .config import ConfigError, TrainConfig, effective_batch_size, embedding_fi
 from .create import create_embedding, embedding_from_vectors, vectors_for_backend
 from .logging import LogRow, TrainLogger
 from .loss import MicroBatch, ValidationSet, derive_seed, micro_batch_loss
-from .outputs import RunDirs, choose_run_dir, resume_state_path
+from .outputs import RunDirs, choose_run_dir, prune_snapshots, resume_state_path
 from .resume import ResumeError, ResumeState, load_resume_state, save_resume_state, vectors_hash
 
 Vectors = dict[str, torch.Tensor]
@@ -361,6 +361,10 @@ def train(
             overwrite=True, optimizer_state=optimizer_state_for_webui(),
         )  # fmt: skip
         result.files.append(Path(path))
+        if config.keep_snapshots > 0:
+            for old in prune_snapshots(dirs.embeddings, name, config.keep_snapshots):
+                if old in result.files:
+                    result.files.remove(old)
         logger.plot()  # keep loss.png current during long runs
         if cb.on_save:
             cb.on_save(Path(path))

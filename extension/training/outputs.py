@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,3 +102,24 @@ def choose_run_dir(log_dir: Path, name: str, *, reuse: bool, today: datetime.dat
         candidate = base / f"{name}-{n}"
         n += 1
     return candidate
+
+
+def prune_snapshots(folder: Path, name: str, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` numbered snapshots ``<name>-<step>.<ext>`` in ``folder``.
+
+    Only files this trainer names that way are touched (with their ``.optim`` side files); returns
+    the deleted snapshot paths.
+    """
+    pattern = re.compile(re.escape(name) + r"-(\d+)(" + "|".join(re.escape(e) for e in EXTENSIONS.values()) + r")")
+    found = []
+    for path in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        m = pattern.fullmatch(path.name)
+        if m and path.is_file():
+            found.append((int(m.group(1)), path))
+    found.sort()
+    deleted = []
+    for _, path in found[: max(0, len(found) - keep)]:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".optim").unlink(missing_ok=True)
+        deleted.append(path)
+    return deleted

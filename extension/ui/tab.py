@@ -26,14 +26,14 @@ GROUPS: list[tuple[str, list[str], bool]] = [
     ("Dataset", [
         "data", "width", "height", "repeats", "template", "caption_extension", "filename_word_regex",
         "filename_join", "shuffle_tags", "tag_dropout", "flip_probability", "alpha_as_loss_weight",
-        "latent_sampling", "buckets",
+        "latent_sampling", "buckets", "bucket_step", "template_dir",
     ], True),
     ("Learning rate and steps", [
         "learn_rate", "max_steps", "batch_size", "grad_accumulation", "clamp_batch", "weight_decay",
         "clip_grad", "clip_grad_value", "precision", "gradient_checkpointing", "seed",
     ], True),
     ("Text encoding", ["emphasis", "clip_skip"], False),
-    ("Saving", ["save_format", "save_every"], False),
+    ("Saving", ["save_format", "save_every", "keep_snapshots"], False),
     ("Previews", [
         "preview_every", "preview_prompt", "preview_negative_prompt", "preview_steps",
         "preview_cfg_scale", "preview_seed", "preview_width", "preview_height",
@@ -56,6 +56,8 @@ LABELS = {
     "alpha_as_loss_weight": "Use alpha as loss weight",
     "latent_sampling": "Latent sampling",
     "buckets": "Aspect-ratio buckets",
+    "bucket_step": "Bucket size step (pixels)",
+    "template_dir": "Extra template folder",
     "learn_rate": "Learning rate schedule",
     "max_steps": "Max steps",
     "batch_size": "Batch size",
@@ -71,6 +73,7 @@ LABELS = {
     "clip_skip": "CLIP skip",
     "save_format": "Save format",
     "save_every": "Save a snapshot every N steps (0 = off)",
+    "keep_snapshots": "Keep the newest N snapshots (0 = all)",
     "preview_every": "Preview every N steps (0 = off)",
     "preview_prompt": "Preview prompt (empty = the training prompt)",
     "preview_negative_prompt": "Preview negative prompt",

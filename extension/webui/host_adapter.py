@@ -116,6 +116,8 @@ class WebUIAdapter:
                 "model": self.model_label(),
                 "embeddings_dir": str(self.embeddings_dir()),
                 "log_dir": str(self.log_dir()),
+                # the web UI's own prompt templates are offered next to ours
+                "template_dir": str(getattr(shared.cmd_opts, "textual_inversion_templates_dir", "") or ""),
                 "progress_bar": False,
                 "tensorboard": False,
             }
