@@ -12,14 +12,6 @@ from extension.backends.loading import detect_folder_family
 from extension.backends.tiny import build_tiny_backend
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_tiny_names():
     b = load_backend("tiny-sd2", device="cpu")
     assert (b.family, b.noise_schedule.prediction_type, b.dtype) == ("sd2", "v_prediction", torch.float32)

@@ -14,20 +14,6 @@ from extension.backends.sampling import (
     stack_conditionings,
     strip_extra_networks,
 )
-from extension.backends.tiny import build_tiny_backend
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def backends():
-    return {family: build_tiny_backend(family) for family in ("sd1", "sd2", "sdxl")}
 
 
 def request(**kw) -> PreviewRequest:

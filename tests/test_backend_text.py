@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from extension.backends import SizeConditioning, TextOptions
-from extension.backends.tiny import build_tiny_backend
 from extension.prompt.chunking import chunk_prompt
 from extension.weighting import apply_emphasis
 
@@ -24,10 +23,6 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
-
-@pytest.fixture(scope="module")
-def backends():
-    return {family: build_tiny_backend(family) for family in ("sd1", "sd2", "sdxl")}
 
 
 @pytest.fixture

@@ -18,10 +18,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def backends():
-    return {family: build_tiny_backend(family) for family in ("sd1", "sd2", "sdxl")}
-
 
 def test_families_build_and_describe_themselves(backends):
     expected = {
