@@ -5,7 +5,10 @@
 set -euo pipefail
 venv="${1:-${TMPDIR:-/tmp}/ti-trainer-gradio3}"
 if [ ! -x "$venv/bin/python" ]; then
-  python -m venv --system-site-packages "$venv" >&2
+  python -m venv "$venv" >&2
+  # Everything else (torch, ...) comes from the environment this script was started from.
+  python -c "import sysconfig; print(sysconfig.get_paths()['purelib']); print(sysconfig.get_paths()['platlib'])" \
+    > "$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_ti_trainer_parent.pth"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
   "gradio==3.41.2" "fastapi==0.94.0" "pydantic==1.10.27" "Pillow==9.5.0" "numpy==1.26.4" \
