@@ -64,7 +64,8 @@ def test_from_toml_reads_flat_keys_and_tables(tmp_path):
     cfg = TrainConfig.from_toml(path)
     assert (cfg.name, cfg.max_steps, cfg.batch_size, cfg.grad_accumulation) == ("my-cat", 2000, 2, 4)
     assert cfg.learn_rate == "0.005:100, 1e-3:1000, 1e-5" and cfg.gradient_checkpointing
-    assert (cfg.data, cfg.width, cfg.height, cfg.shuffle_tags, cfg.tag_dropout) == ("photos", 768, 512, True, 0.1)
+    photos = str((tmp_path / "photos").resolve())  # relative to the TOML file
+    assert (cfg.data, cfg.width, cfg.height, cfg.shuffle_tags, cfg.tag_dropout) == (photos, 768, 512, True, 0.1)
     assert (cfg.preview_every, cfg.preview_prompt, cfg.preview_cfg_scale) == (50, "a photo of my-cat", 5.0)
     assert (cfg.validation_every, cfg.validation_images) == (25, 2)
     # flags given later override the file
@@ -237,3 +238,19 @@ def test_clip_schedule_may_contain_zero_but_learn_rate_may_not(tmp_path, data_di
     assert good(tmp_path, data_dir, clip_grad="none", clip_grad_value="nonsense").validate() == []
     with pytest.raises(ConfigError, match="clip_grad_value schedule 'nonsense' is invalid"):
         good(tmp_path, data_dir, clip_grad="norm", clip_grad_value="nonsense").validate()
+
+
+def test_toml_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    toml = folder / "run.toml"
+    toml.write_text(
+        'name = "cat"\nmodel = "tiny-sd2"\ndata = "images"\nlog_dir = "/abs/logs"\n'
+        '[validation]\ndata = "held-out"\n',
+        encoding="utf-8",
+    )
+    config = TrainConfig.from_toml(toml)
+    assert config.data == str((folder / "images").resolve())
+    assert config.validation_data == str((folder / "held-out").resolve())
+    assert config.log_dir == "/abs/logs" and config.model == "tiny-sd2"
+    assert config.embeddings_dir == TrainConfig().embeddings_dir  # not given: the default stays

@@ -37,6 +37,10 @@ _HASHED = (
 )  # fmt: skip
 
 
+# Options that name files or folders (resolved against a TOML file's folder).
+_PATH_FIELDS = ("model", "embedding_file", "data", "template_dir", "log_dir", "embeddings_dir", "validation_data")
+
+
 class ConfigError(ValueError):
     """One or more options are invalid; ``problems`` lists each with how to fix it."""
 
@@ -50,7 +54,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """All options of one training run (the CLI flags and TOML keys have the same names).
 
-    Paths are relative to the current folder.
+    Paths are relative to the current folder, except in a TOML file, where they are relative to the file.
     """
 
     # what to train
@@ -154,7 +158,18 @@ class TrainConfig:
             raise ConfigError([f"config file {path} cannot be read: {exc}"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"config file {path} is not valid TOML: {exc}"]) from None
-        return cls.from_dict(data, base=base)
+        config = cls.from_dict(data, base=base)
+        given = _flatten(data, [])
+        # paths written in a config file are relative to that file, not to where it is run from
+        changes = {}
+        for key in _PATH_FIELDS:
+            value = given.get(key)
+            if not isinstance(value, str) or not value or Path(value).is_absolute():
+                continue
+            if key == "model" and value.startswith("tiny-"):
+                continue
+            changes[key] = str((path.parent / value).resolve())
+        return dataclasses.replace(config, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

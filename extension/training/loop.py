@@ -469,6 +469,8 @@ def train(
                     scaler.unscale_(optimizer)
                 if clip_schedule is not None:
                     limit = clip_schedule.rate_at(step)
+                    if limit is None:  # past the clipping schedule's end: its last value holds
+                        limit = clip_schedule.stages[-1].rate
                     if limit:
                         params = [vectors[k] for k in keys]
                         if config.clip_grad == "value":
