@@ -204,3 +204,9 @@ def test_should_mount_api():
     assert glue.should_mount_api(api=False, nowebui=True, no_api_flag=False)
     assert not glue.should_mount_api(api=True, nowebui=False, no_api_flag=True)
     assert not glue.should_mount_api(api=False, nowebui=False, no_api_flag=False)
+
+
+def test_forge_is_recognised_and_refused_with_a_way_out() -> None:
+    assert glue.is_forge(["modules", "modules_forge", "modules_forge.main_entry"])
+    assert not glue.is_forge(["modules", "modules.shared", "modules_forgery"])
+    assert "python -m extension train" in glue.FORGE_MESSAGE

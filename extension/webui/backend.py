@@ -14,6 +14,7 @@ Only importable inside the web UI (``modules.*``); the host-free logic is in :mo
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -65,6 +66,8 @@ class HostBackend:
         model = sd_model if sd_model is not None else shared.sd_model
         if model is None:
             raise HostModelError("no model is loaded in the web UI; pick a checkpoint first")
+        if glue.is_forge(sys.modules):
+            raise HostModelError(glue.FORGE_MESSAGE)
         self.model = model
         self.hijack = sd_hijack.model_hijack
         self.family = glue.model_family(

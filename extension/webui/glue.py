@@ -34,6 +34,19 @@ class HostModelError(RuntimeError):
     and what to do instead."""
 
 
+FORGE_MESSAGE = (
+    "training on Forge's model engine is not supported yet: Forge replaces the web UI's ldm/sgm model "
+    "classes that the trainer drives. Use AUTOMATIC1111 v1.10 for training inside the web UI, or train "
+    "standalone with `python -m extension train --model <checkpoint.safetensors>`; the tab's create, "
+    "share, import and prompt tools work on Forge"
+)
+
+
+def is_forge(loaded_modules: Iterable[str]) -> bool:
+    """Whether the host is Forge (it ships the ``modules_forge`` package next to ``modules``)."""
+    return any(name == "modules_forge" or name.startswith("modules_forge.") for name in loaded_modules)
+
+
 def model_family(*, is_sdxl: bool, is_sd2: bool, is_sd1: bool, has_conditioner: bool) -> str:
     """Our family name for the host's model flags (``sd_models.set_model_type`` sets them)."""
     if is_sdxl or has_conditioner:
