@@ -8,8 +8,11 @@ the API returns it with that status.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,11 @@ HOST_FIELDS = ("model", "embeddings_dir", "log_dir", "device", "progress_bar", "
 # fields that describe *what* to train; the tab has its own controls for them
 TARGET_FIELDS = ("name", "embedding_file", "init_text", "vectors", "zeros")
 TRAINABLE_SUFFIXES = {".safetensors": "safetensors", ".pt": "pt"}
+# BenchSettings fields the tab and the API may set (the model is always the adapter's)
+BENCH_FIELDS = (
+    "batch_size", "grad_accumulation", "steps", "warmup", "size", "images", "vectors", "precision",
+    "threads", "seed",
+)  # fmt: skip
 
 
 class UserError(ValueError):
@@ -50,6 +58,7 @@ class TrainerService:
         self.adapter = adapter
         self.runner = runner or JobRunner(adapter)
         self.catalog = EmbeddingCatalog()
+        self._bench_lock = threading.Lock()
 
     # ------------------------------------------------------------------ defaults
 
@@ -227,6 +236,8 @@ class TrainerService:
             raise UserError(str(exc), 409) from None
 
     def _check_idle(self) -> None:
+        if self._bench_lock.locked():
+            raise UserError("a benchmark is running; wait until it ends", 409)
         st = self.runner.status()
         if st.active:
             raise UserError(
@@ -237,3 +248,116 @@ class TrainerService:
     def interrupt(self) -> None:
         if not self.runner.interrupt():
             raise UserError("no training is running", 409)
+
+    # ------------------------------------------------------------------ benchmark
+
+    def benchmark(
+        self,
+        options: Mapping[str, object] | None = None,
+        *,
+        compare_builtin: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> BenchOutcome:
+        """Run ``python -m extension bench`` on the adapter's model, inside the host's job (its
+        queue lock), and write the JSON under ``<log dir>/benchmarks``.
+
+        ``options`` are :data:`BENCH_FIELDS` values; ``compare_builtin`` also times the host's own
+        trainer on the same settings (only a host that has one: the adapter's optional
+        ``builtin_benchmark(backend)`` extra, or the web UI's when ``is_host``; the callable it
+        returns may have a ``check(settings)`` that refuses settings before anything runs). One
+        benchmark at a time, and never while training runs (409).
+        """
+        from ..benchmark.report import format_table
+        from ..benchmark.runner import WEBUI_ONLY, BenchError, BenchSettings, run_benchmark
+
+        options = dict(options or {})
+        unknown = sorted(k for k in options if k not in BENCH_FIELDS)
+        if unknown:
+            raise UserError(
+                f"unknown benchmark option(s) {', '.join(unknown)}; use {', '.join(BENCH_FIELDS)}"
+            )
+        try:
+            settings = BenchSettings(
+                model=self.adapter.model_label(), compare_builtin=bool(compare_builtin), **options
+            )
+            settings.check()
+        except BenchError as exc:
+            raise UserError(str(exc)) from None
+        builtin_factory = self._builtin_factory() if compare_builtin else None
+        if compare_builtin and builtin_factory is None:
+            raise UserError(WEBUI_ONLY)
+        self._check_idle()
+        if not self._bench_lock.acquire(blocking=False):
+            raise UserError("a benchmark is running; wait until it ends", 409)
+        try:
+            with self.adapter.hosted_job("TI Trainer benchmark") as hooks:
+
+                def say(message: str) -> None:
+                    hooks.progress(0, 1, message.strip())
+                    (log or _print_bench)(message)
+
+                try:
+                    backend = self.adapter.backend()
+                    builtin = builtin_factory(backend) if builtin_factory is not None else None
+                    check = getattr(builtin, "check", None)
+                    if callable(check):  # refuse settings it cannot compare before anything runs
+                        check(settings)
+                    result = run_benchmark(settings, backend, log=say, builtin=builtin)
+                except (ValueError, RuntimeError) as exc:  # bad settings for this model, a failed run
+                    raise UserError(f"the benchmark failed: {exc}") from None
+        finally:
+            self._bench_lock.release()
+        return self._bench_outcome(result, format_table(result))
+
+    def _builtin_factory(self) -> Callable[[Any], Callable] | None:
+        factory = getattr(self.adapter, "builtin_benchmark", None)
+        if callable(factory):
+            return factory
+        if self.adapter.is_host:
+            from ..webui.builtin_bench import make_builtin
+
+            return make_builtin
+        return None
+
+    def _bench_outcome(self, result, table: str) -> BenchOutcome:
+        from ..training.outputs import atomic_write
+
+        comparison = None
+        if result.builtin:
+            from ..webui.builtin_bench import comparison as compare
+            from ..webui.builtin_bench import format_comparison
+
+            comparison = compare(result)
+            table = table + "\n\n" + format_comparison(result)
+        data = {**result.to_dict(), "comparison": comparison}
+        path: Path | None = (
+            Path(self.adapter.log_dir()) / "benchmarks" / time.strftime("bench-%Y%m%d-%H%M%S.json")
+        )
+        try:
+            atomic_write(
+                path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            )
+        except OSError as exc:  # the figures are still shown
+            table += f"\n(could not write the JSON to {path}: {exc})"
+            path = None
+        return BenchOutcome(data=data, table=table, json_path=path)
+
+
+@dataclasses.dataclass
+class BenchOutcome:
+    """A finished benchmark: its JSON (``comparison`` included), the table, where the JSON went."""
+
+    data: dict[str, Any]
+    table: str
+    json_path: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.data,
+            "table": self.table,
+            "json_path": str(self.json_path) if self.json_path else None,
+        }
+
+
+def _print_bench(message: str) -> None:
+    print(f"TI Trainer benchmark: {message.strip()}", flush=True)

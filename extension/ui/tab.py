@@ -100,6 +100,30 @@ PICTURE_SOURCES = ("Last preview", "Uploaded picture", "Plain")
 IMPORT_TYPES = [".pt", ".bin", ".safetensors", ".png", ".webp"]
 
 
+# The Benchmark accordion (host only): component label -> BenchSettings field, with its default
+BENCH_INPUTS: list[tuple[str, str, int]] = [
+    ("Timed steps", "steps", 20),
+    ("Warm-up steps", "warmup", 5),
+    ("Benchmark batch size", "batch_size", 2),
+    ("Benchmark gradient accumulation", "grad_accumulation", 2),
+    ("Benchmark image size (0 = the model's native size)", "size", 0),
+]
+
+
+def bench_options(values: list[Any]) -> dict[str, int]:
+    """The Benchmark accordion's numbers (in :data:`BENCH_INPUTS` order) -> BenchSettings options.
+    Raises UserError for an empty or fractional number."""
+    out: dict[str, int] = {}
+    for (label, key, _), value in zip(BENCH_INPUTS, values):
+        if value is None or value == "":
+            raise UserError(f"{label} is empty; enter a number")
+        number = float(value)
+        if number != int(number):
+            raise UserError(f"{label} must be a whole number, got {value}")
+        out[key] = int(number)
+    return out
+
+
 def tab_fields() -> list[str]:
     """Every TrainConfig field the tab shows, in layout order."""
     return [name for _, names, _ in GROUPS for name in names]
@@ -326,6 +350,28 @@ def build_tab(service: TrainerService, *, css: str | None = None, title: str | N
                             1.0, label="Weight in the prompt", elem_id="ti_trainer_send_weight"
                         )
                         send_button = gr.Button("Send to txt2img", elem_id="ti_trainer_send")
+                    with gr.Accordion("Benchmark", open=False, elem_id="ti_trainer_bench_group"):
+                        gr.Markdown(
+                            "Times the trainer's optimizer step on the loaded model against the bare "
+                            "forward/backward cost of the same work (and, ticked, the web UI's own "
+                            "trainer on the same settings). Generation waits while it runs.",
+                            elem_id="ti_trainer_bench_about",
+                        )
+                        bench_inputs = [
+                            gr.Number(default, precision=0, label=label, elem_id=f"ti_trainer_bench_{key}")
+                            for label, key, default in BENCH_INPUTS
+                        ]
+                        bench_compare = gr.Checkbox(
+                            False,
+                            label="Compare with the web UI's own trainer",
+                            elem_id="ti_trainer_bench_compare",
+                        )
+                        bench_button = gr.Button("Benchmark", elem_id="ti_trainer_bench_button")
+                        bench_out = gr.Code(
+                            "", language=None, label="Benchmark result", interactive=False,
+                            elem_id="ti_trainer_bench_out",
+                        )  # fmt: skip
+                        bench_msg = gr.Markdown("", elem_id="ti_trainer_bench_msg")
 
         by_name = dict(zip(fields, option_components))
 
@@ -471,6 +517,14 @@ def build_tab(service: TrainerService, *, css: str | None = None, title: str | N
             except UserError as exc:
                 return _md_error(str(exc))
 
+        def do_bench(compare, *values):
+            try:
+                outcome = service.benchmark(bench_options(list(values)), compare_builtin=bool(compare))
+            except UserError as exc:
+                return "", _md_error(str(exc))
+            where = f"JSON: `{html.escape(str(outcome.json_path))}`" if outcome.json_path else ""
+            return outcome.table, where
+
         # ------------------------------------------------------------------ wiring
 
         refresh.click(refresh_choices, [embedding], [embedding, info])
@@ -512,6 +566,7 @@ def build_tab(service: TrainerService, *, css: str | None = None, title: str | N
                 event.then(None, None, None, **js_kwargs(gr, refresh_js))
         inspect_button.click(do_inspect, [inspect_prompt, inspect_emphasis], [inspect_out])
         if adapter.is_host:
+            bench_button.click(do_bench, [bench_compare, *bench_inputs], [bench_out, bench_msg])
             send_button.click(
                 None, [embedding, send_weight], [],
                 **js_kwargs(gr, "(name, weight) => { ti_trainer_send_embedding(name, weight); return []; }"),
