@@ -318,3 +318,15 @@ def test_a_host_that_cannot_load_the_file_gives_a_note_not_an_error(tmp_path: Pa
     assert r.status_code == 200, r.text
     assert "not usable with the loaded model yet" in r.json()["note"] and "768" in r.json()["note"]
     assert (tmp_path / "emb" / "cat.safetensors").is_file()
+
+
+def test_bench(env) -> None:
+    client, _service, _tmp = env
+    r = client.post(url("bench"), json={"steps": 3, "warmup": 1, "size": 32, "images": 4, "threads": 1})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["checks"]["params_with_grad"] == 0 and body["checks"]["model_unchanged"]
+    assert body["overhead_ratio"] > 0
+    assert_error(client.post(url("bench"), json={"steps": 0}), 400, "steps")
+    assert_error(client.post(url("bench"), json={"compare_builtin": True, "steps": 2}), 400, "web UI")
+    assert client.post(url("bench"), json={"stepz": 2}).status_code == 422

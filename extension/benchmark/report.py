@@ -72,6 +72,14 @@ def format_table(result: BenchResult) -> str:
         f"{'unchanged' if c['model_unchanged'] else 'CHANGED'}; parameters with .grad: {c['params_with_grad']}"
     )
     if result.builtin:
-        lines.append(f"web UI trainer         {result.builtin}")
+        theirs = result.builtin.get("median_step_s")
+        ours = result.trainer.median if result.trainer else None
+        if theirs and ours:
+            lines.append(
+                f"web UI trainer         {theirs * 1e3:.1f} ms per step (median): ours is "
+                f"{theirs / ours:.2f}x its steps per second"
+            )
+        else:
+            lines.append("web UI trainer         no figures (see the JSON)")
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)

@@ -132,6 +132,20 @@ class ImportRequest(_Strict):
     overwrite: bool = False
 
 
+class BenchRequest(_Strict):
+    steps: int = Field(20, description="Timed optimizer steps of each path")
+    warmup: int = Field(5, description="Untimed warm-up steps before them")
+    batch_size: int = 2
+    grad_accumulation: int = 2
+    size: int = Field(0, description="Image side in pixels; 0 = the model's native size")
+    images: int = 8
+    vectors: int = 1
+    precision: str = "auto"
+    threads: int = Field(0, description="torch threads; 0 = torch's setting")
+    seed: int = 0
+    compare_builtin: bool = Field(False, description="Also time the web UI's own trainer (web UI only)")
+
+
 _FIELD_TYPES: dict[str, Any] = {"learn_rate": str | float, "clip_grad_value": str | float}
 
 
@@ -209,6 +223,15 @@ def build_router(service: TrainerService, *, dependencies: list | None = None) -
     )
     def embeddings():
         return {"embeddings": [e.to_dict() for e in service.embeddings()]}
+
+    @router.post("/bench", responses=_ERRORS, summary="Benchmark the trainer on the loaded model (blocks until done)")
+    def bench(req: BenchRequest):
+        options = _dump(req)
+        compare = bool(options.pop("compare_builtin", False))
+        try:
+            return service.benchmark(options, compare_builtin=compare).to_dict()
+        except UserError as exc:
+            return _error(exc)
 
     @router.post("/inspect", response_model=InspectResponse, responses=_ERRORS, summary="Inspect a prompt")
     def inspect(req: InspectRequest):

@@ -307,7 +307,11 @@ class HostBackend:
         h, w = int(x_t.shape[2]), int(x_t.shape[3])
         cached = self._image_cond.get((h, w))
         if cached is None:
-            with torch.no_grad(), self._vae_on_device():
+            # the conditioning encodes through a sampled VAE posterior: a fixed seed (without
+            # touching the caller's random state) keeps c_concat, and so every loss, reproducible
+            devices = [x_t.device] if x_t.device.type == "cuda" else []
+            with torch.no_grad(), self._vae_on_device(), torch.random.fork_rng(devices=devices):
+                torch.manual_seed(0)
                 probe = x_t[:1].detach()
                 cached = processing.txt2img_image_conditioning(self.model, probe, w * 8, h * 8)
             self._image_cond[(h, w)] = cached

@@ -61,6 +61,13 @@ class WebUIAdapter:
     is_host = True
     refresh_cards_js = REFRESH_CARDS_JS  # the tab runs it after create and import
 
+    @staticmethod
+    def builtin_benchmark(backend):
+        """The web UI's own trainer, timed like ours (the Benchmark's comparison)."""
+        from .builtin_bench import make_builtin
+
+        return make_builtin(backend)
+
     def __init__(self) -> None:
         self._backend: HostBackend | None = None
         self._lock = threading.Lock()
