@@ -65,6 +65,22 @@ def assert_error(response, status: int, *words: str) -> None:
 # ---------------------------------------------------------------------------- create / embeddings
 
 
+def test_create_without_a_usable_model_is_a_4xx_not_a_500(tmp_path: Path) -> None:
+    """In the web UI the backend raises HostModelError (a RuntimeError) when no model is loaded
+    or on Forge; creating an embedding must then answer with that message, not a 500."""
+    from extension.webui.glue import FORGE_MESSAGE, HostModelError
+
+    class NoModel(StandaloneAdapter):
+        def backend(self):
+            raise HostModelError(FORGE_MESSAGE)
+
+    app = FastAPI()
+    mount_api(app, TrainerService(NoModel(embeddings_dir=tmp_path / "emb", log_dir=tmp_path / "logs")))
+    client = TestClient(app, raise_server_exceptions=False)
+    assert_error(client.post(url("create"), json={"name": "cat"}), 409, "Forge")
+    assert not (tmp_path / "emb" / "cat.safetensors").exists()
+
+
 def test_create_and_list(env) -> None:
     client, service, tmp = env
     assert client.get(url("embeddings")).json() == {"embeddings": []}
@@ -149,6 +165,24 @@ def test_train_status_interrupt(env, data: Path) -> None:
     st = service.runner.wait(120)
     assert st.state == "interrupted", st.summary()
     assert 3 <= load_embedding(tmp / "emb" / "cat.safetensors").step < 8
+
+
+def test_resume_continues_a_pt_embedding_in_its_own_format(env, data: Path, backend) -> None:
+    """The tab's Resume on a picked ``.pt`` embedding (e.g. one the web UI trained) while the save
+    format setting is safetensors: it continues that file, it does not say "nothing to resume"."""
+    from extension.training.create import create_embedding
+
+    client, service, tmp = env
+    emb = create_embedding(backend, "old", "cat", 1)
+    emb.step = 2
+    save_embedding(emb, tmp / "emb" / "old.pt")
+    body = {"name": "old", "data": str(data), "width": 64, "height": 64, "max_steps": 3, "resume": True}
+    r = client.post(url("train"), json=body)
+    assert r.status_code == 200, r.text
+    st = service.runner.wait(120)
+    assert st.state == "finished" and st.step == 3, st.summary()
+    assert load_embedding(tmp / "emb" / "old.pt").step == 3
+    assert not (tmp / "emb" / "old.safetensors").exists()
 
 
 def test_train_errors(env, data: Path) -> None:

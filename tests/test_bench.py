@@ -222,7 +222,8 @@ def test_memory_readings_are_plausible():
     if rss is not None:  # Linux
         assert peak >= rss > 1 << 20
         if memory.reset_peak_rss():
-            assert memory.peak_rss_bytes() <= peak
+            # the reset sets the peak to the current RSS, which may have grown a little since `peak`
+            assert memory.peak_rss_bytes() <= peak + (8 << 20)
     assert memory.cuda_peak_bytes(torch.device("cpu")) is None
 
 

@@ -254,3 +254,32 @@ def test_toml_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     assert config.validation_data == str((folder / "held-out").resolve())
     assert config.log_dir == "/abs/logs" and config.model == "tiny-sd2"
     assert config.embeddings_dir == TrainConfig().embeddings_dir  # not given: the default stays
+
+
+def test_config_imports_without_a_toml_library_and_says_what_to_install(tmp_path):
+    """The web UI runs Python 3.10, where TOML needs ``tomli``; if install.py could not install it
+    (offline, --skip-install) the tab must still load: only reading a TOML file may fail."""
+    import subprocess
+    import sys
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('name = "x"\n', encoding="utf-8")
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("tomllib", "tomli"):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+from extension.training.config import ConfigError, TrainConfig
+TrainConfig(name="ok").to_dict()
+try:
+    TrainConfig.from_toml({str(toml)!r})
+except ConfigError as exc:
+    print("ERR", exc)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ERR" in out.stdout and "tomli" in out.stdout

@@ -436,3 +436,53 @@ def test_keep_snapshots_prunes_only_older_numbered_copies(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [
         "cat-15.safetensors", "cat-20.safetensors", "cat.safetensors", "catfish-1.safetensors", "notes-3.txt",
     ]  # fmt: skip
+
+
+def test_restarting_an_embedding_in_place_never_clobbers_an_earlier_runs_snapshots(tmp_path, data_dir):
+    """The tab's flow: create (step 0), train; create again with overwrite, train again the same
+    day. The second run continues the step-0 file in place, but must not overwrite the first
+    run's snapshots nor cut its loss.csv."""
+    from extension.embedding import save_embedding
+    from extension.training.create import create_embedding
+
+    backend = tiny("sd1")
+    final = Path(tmp_path / "emb" / "tst.safetensors")
+    save_embedding(create_embedding(backend, "tst", "cat", 2), final)
+    first = train(config(tmp_path, data_dir, max_steps=2, save_every=1, embedding_file=str(final)), backend)
+    snap = first.run_dir / "embeddings" / "tst-1.safetensors"
+    before = snap.read_bytes()
+    rows_before = (first.run_dir / "loss.csv").read_text()
+
+    save_embedding(create_embedding(backend, "tst", "dog", 2), final, overwrite=True)
+    second = train(
+        config(tmp_path, data_dir, max_steps=2, save_every=1, learn_rate="0.05", embedding_file=str(final)), backend
+    )
+    assert second.reason == "completed" and second.run_dir != first.run_dir
+    assert snap.read_bytes() == before
+    assert (first.run_dir / "loss.csv").read_text() == rows_before
+    assert (second.run_dir / "embeddings" / "tst-1.safetensors").is_file()
+
+    # a real continuation (from the saved final step) still reuses the folder of that run
+    third = train(config(tmp_path, data_dir, max_steps=3, save_every=1, embedding_file=str(final)), backend)
+    assert third.run_dir == second.run_dir and third.steps_done == 3
+
+
+def test_restarting_in_place_keeps_an_earlier_runs_loss_log(tmp_path, data_dir):
+    """As above without snapshots (short runs, save_every 0): the first run's loss.csv is kept."""
+    from extension.embedding import save_embedding
+    from extension.training.create import create_embedding
+
+    backend = tiny("sd1")
+    final = Path(tmp_path / "emb" / "tst.safetensors")
+    save_embedding(create_embedding(backend, "tst", "cat", 2), final)
+    first = train(config(tmp_path, data_dir, max_steps=2, embedding_file=str(final)), backend)
+    rows_before = (first.run_dir / "loss.csv").read_text()
+    save_embedding(create_embedding(backend, "tst", "dog", 2), final, overwrite=True)
+    second = train(config(tmp_path, data_dir, max_steps=1, embedding_file=str(final)), backend)
+    assert second.run_dir != first.run_dir
+    assert (first.run_dir / "loss.csv").read_text() == rows_before
+    # resuming the second run continues its own log
+    third = train(config(tmp_path, data_dir, max_steps=2, resume=True), backend)
+    assert third.run_dir == second.run_dir
+    rows = list(csv.DictReader(open(third.run_dir / "loss.csv")))
+    assert [r["step"] for r in rows] == ["1", "2"]

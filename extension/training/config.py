@@ -14,11 +14,6 @@ from typing import Any
 from ..backends.base import Backend
 from ..embedding.names import sanitize_name
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 CLIP_MODES = ("none", "value", "norm")
 SAVE_FORMATS = ("safetensors", "pt")
@@ -150,6 +145,7 @@ class TrainConfig:
     def from_toml(cls, path: str | Path, *, base: TrainConfig | None = None) -> TrainConfig:
         """Read a TOML file (flat keys; tables [dataset], [preview], [validation] are accepted)."""
         path = Path(path)
+        tomllib = _toml_module()
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -409,6 +405,21 @@ def _count_images(folder: Path) -> int:
         return sum(1 for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
     except OSError:
         return 0
+
+
+def _toml_module():
+    """``tomllib`` (Python 3.11+) or ``tomli``; imported only when a TOML file is read, so that a
+    missing ``tomli`` on Python 3.10 (the web UI) never stops the extension from loading."""
+    try:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            import tomli as tomllib
+    except ModuleNotFoundError:
+        raise ConfigError(
+            ["reading a TOML config needs the 'tomli' package on Python 3.10; pip install tomli"]
+        ) from None
+    return tomllib
 
 
 def _flatten(values: dict[str, Any], problems: list[str]) -> dict[str, Any]:

@@ -336,7 +336,10 @@ def train(
 
     # -- outputs (the first file-system writes happen from here on)
     reuse = config.resume or config.overwrite or continuing
-    dirs = RunDirs(choose_run_dir(Path(config.log_dir), name, reuse=reuse), name, config.save_format)
+    run_dir = choose_run_dir(
+        Path(config.log_dir), name, reuse=reuse, start_step=start_step, keep_log=not config.overwrite
+    )
+    dirs = RunDirs(run_dir, name, config.save_format)
     logger = TrainLogger(
         dirs.loss_csv,
         dirs.loss_plot,

@@ -8,6 +8,7 @@ embedding goes to ``<embeddings dir>/<name>.<ext>`` with the resume state beside
 
 from __future__ import annotations
 
+import csv
 import datetime
 import os
 import re
@@ -89,19 +90,55 @@ class RunDirs:
         return self.image_embeddings / f"{self.name}-{step}.png"
 
 
-def choose_run_dir(log_dir: Path, name: str, *, reuse: bool, today: datetime.date | None = None) -> Path:
+def choose_run_dir(
+    log_dir: Path,
+    name: str,
+    *,
+    reuse: bool,
+    today: datetime.date | None = None,
+    start_step: int = 0,
+    keep_log: bool = True,
+) -> Path:
     """``<log dir>/<date>/<name>``; a fresh ``<name>-2``, ``-3``... when that folder already has
-    files and ``reuse`` (resume/overwrite) is off, so an earlier run is never overwritten."""
+    files, so an earlier run is never overwritten.
+
+    With ``reuse`` (a run continuing from ``start_step``) the newest of those folders is taken
+    again, unless it holds numbered outputs (snapshots, previews, cards) of a step after
+    ``start_step``: those belong to another run, which the new one would overwrite. With
+    ``keep_log`` a ``loss.csv`` row after ``start_step`` counts too (``--overwrite`` lets the new
+    run replace the log of the run it replaces).
+    """
     day = (today or datetime.date.today()).strftime("%Y-%m-%d")
     base = Path(log_dir) / day
-    candidate = base / name
-    if reuse:
-        return candidate
+    candidate, newest = base / name, None
     n = 2
     while candidate.exists() and any(candidate.iterdir()):
+        newest = candidate
         candidate = base / f"{name}-{n}"
         n += 1
+    if reuse and newest is not None and _last_step(newest, name, keep_log) <= start_step:
+        return newest
     return candidate
+
+
+def _last_step(run_dir: Path, name: str, with_log: bool) -> int:
+    """The highest step of a run folder's ``<name>-<step>.<ext>`` files (and, ``with_log``, of its
+    ``loss.csv`` rows); -1 when there is none."""
+    pattern = re.compile(re.escape(name) + r"-(\d+)\.[^.]+")
+    last = -1
+    for sub in ("embeddings", "images", "image_embeddings"):
+        folder = run_dir / sub
+        for path in folder.iterdir() if folder.is_dir() else ():
+            m = pattern.fullmatch(path.name)
+            if m:
+                last = max(last, int(m.group(1)))
+    log = run_dir / "loss.csv"
+    if with_log and log.is_file():
+        with open(log, newline="", encoding="utf-8", errors="replace") as f:
+            for row in csv.reader(f):
+                if row and row[0].isdigit():
+                    last = max(last, int(row[0]))
+    return last
 
 
 def prune_snapshots(folder: Path, name: str, keep: int) -> list[Path]:

@@ -126,9 +126,15 @@ class TrainerService:
                 409,
             )
         try:
-            embedding = create_embedding(self.adapter.backend(), name, init_text, int(vectors), zeros=zeros)
+            backend = self.adapter.backend()
+        except RuntimeError as exc:  # the host has no trainable model loaded (HostModelError)
+            raise UserError(str(exc), 409) from None
+        try:
+            embedding = create_embedding(backend, name, init_text, int(vectors), zeros=zeros)
             path = save_embedding(embedding, target, "safetensors", overwrite=overwrite)
-        except (ValueError, EmbeddingFormatError) as exc:
+        except FileExistsError as exc:  # created meanwhile by someone else
+            raise UserError(str(exc), 409) from None
+        except (ValueError, EmbeddingFormatError, OSError) as exc:
             raise UserError(str(exc)) from None
         return dataclasses.replace(describe(embedding, Path(path)), note=self._register(Path(path)))
 
@@ -194,6 +200,12 @@ class TrainerService:
             raise UserError(str(exc), 400, exc.problems) from None
         if not config.name:
             raise UserError("pick an embedding to train (or give its name)")
+        if config.resume and not config.embedding_file and not config.final_path().is_file():
+            # resume the embedding's own file: a .pt one (e.g. trained by the web UI) stays .pt
+            for suffix, fmt in TRAINABLE_SUFFIXES.items():
+                if (Path(config.embeddings_dir) / f"{config.name}{suffix}").is_file():
+                    config = dataclasses.replace(config, save_format=fmt)
+                    break
         if not (config.resume or config.overwrite or config.embedding_file):
             existing = self.catalog.find(self.adapter.embeddings_dir(), config.name)
             if existing is None:
