@@ -145,6 +145,15 @@ def test_overwrite_replaces_and_removes_the_backup(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.pt"]
 
 
+def test_overwrite_never_deletes_a_users_own_backup(tmp_path):
+    path = tmp_path / "e.pt"
+    save_embedding(make_embedding(seed=1), path)
+    (tmp_path / "e.pt.bak").write_bytes(b"the user's own backup")
+    save_embedding(make_embedding(seed=2), path, overwrite=True)
+    assert (tmp_path / "e.pt.bak").read_bytes() == b"the user's own backup"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.pt", "e.pt.bak"]
+
+
 def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "e.safetensors"
     save_embedding(make_embedding(seed=1), path)

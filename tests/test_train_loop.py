@@ -486,3 +486,24 @@ def test_restarting_in_place_keeps_an_earlier_runs_loss_log(tmp_path, data_dir):
     assert third.run_dir == second.run_dir
     rows = list(csv.DictReader(open(third.run_dir / "loss.csv")))
     assert [r["step"] for r in rows] == ["1", "2"]
+
+
+def test_keep_snapshots_with_only_spares_files_of_other_runs(tmp_path):
+    from extension.training.outputs import prune_snapshots
+
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    theirs = [folder / f"cat-{s}.pt" for s in (100, 200)]  # e.g. the web UI's own trainer's snapshots
+    ours = [folder / f"cat-{s}.safetensors" for s in (300, 400, 500)]
+    for p in theirs + ours:
+        p.write_bytes(b"x")
+    deleted = prune_snapshots(folder, "cat", keep=1, only=ours)
+    assert deleted == ours[:2]
+    assert sorted(p.name for p in folder.iterdir()) == ["cat-100.pt", "cat-200.pt", "cat-500.safetensors"]
+
+
+def test_a_run_keeps_only_its_newest_snapshots(tmp_path, data_dir):
+    result = train(config(tmp_path, data_dir, max_steps=5, save_every=1, keep_snapshots=2), tiny("sd1"))
+    snapshots = sorted(p.name for p in (result.run_dir / "embeddings").iterdir())
+    assert snapshots == ["tst-4.safetensors", "tst-5.safetensors"]
+    assert all(p.exists() for p in result.files)  # pruned files are not reported as written

@@ -24,9 +24,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _backup(path: Path) -> Path:
+    """A copy of ``path`` beside it under a name nothing else uses (a user's own ``.bak`` is kept)."""
     bak = path.with_name(path.name + ".bak")
-    with contextlib.suppress(FileNotFoundError):
-        bak.unlink()
+    n = 1
+    while bak.exists() or bak.is_symlink():
+        bak = path.with_name(f"{path.name}.bak{n}")
+        n += 1
     try:
         os.link(path, bak)  # cheap and keeps the original untouched
     except OSError:

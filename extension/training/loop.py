@@ -365,9 +365,10 @@ def train(
         )  # fmt: skip
         result.files.append(Path(path))
         if config.keep_snapshots > 0:
-            for old in prune_snapshots(dirs.embeddings, name, config.keep_snapshots):
-                if old in result.files:
-                    result.files.remove(old)
+            # only this run's own snapshots: the log folder may be shared with the web UI's trainer
+            own = [f for f in result.files if f.parent == dirs.embeddings]
+            for old in prune_snapshots(dirs.embeddings, name, config.keep_snapshots, only=own):
+                result.files.remove(old)
         logger.plot()  # keep loss.png current during long runs
         if cb.on_save:
             cb.on_save(Path(path))

@@ -13,7 +13,7 @@ import datetime
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,17 +141,18 @@ def _last_step(run_dir: Path, name: str, with_log: bool) -> int:
     return last
 
 
-def prune_snapshots(folder: Path, name: str, keep: int) -> list[Path]:
+def prune_snapshots(folder: Path, name: str, keep: int, *, only: Collection[Path] | None = None) -> list[Path]:
     """Delete all but the newest ``keep`` numbered snapshots ``<name>-<step>.<ext>`` in ``folder``.
 
-    Only files this trainer names that way are touched (with their ``.optim`` side files); returns
-    the deleted snapshot paths.
+    Only files this trainer names that way are touched (with their ``.optim`` side files), and with
+    ``only`` just those of them; returns the deleted snapshot paths.
     """
+    allowed = None if only is None else {Path(p) for p in only}
     pattern = re.compile(re.escape(name) + r"-(\d+)(" + "|".join(re.escape(e) for e in EXTENSIONS.values()) + r")")
     found = []
     for path in Path(folder).iterdir() if Path(folder).is_dir() else ():
         m = pattern.fullmatch(path.name)
-        if m and path.is_file():
+        if m and path.is_file() and (allowed is None or path in allowed):
             found.append((int(m.group(1)), path))
     found.sort()
     deleted = []
