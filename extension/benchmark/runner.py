@@ -219,9 +219,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _bf16_supported(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
     try:
         return bool(torch.cuda.is_bf16_supported())
     except Exception:  # pragma: no cover - depends on the driver
@@ -289,7 +286,7 @@ def _run(settings: BenchSettings, backend: Backend, work: Path, say: Log, builti
     from ..training.create import create_embedding, vectors_for_backend
     from ..training.dataset import DatasetOptions, TrainingDataset
     from ..training.demo_data import make_demo_dataset
-    from ..training.loop import TrainCallbacks, draw_micro_batch, train
+    from ..training.loop import TrainCallbacks, bf16_supported, draw_micro_batch, train
 
     device = backend.device
     size = settings.size or _native_size(backend)
@@ -325,7 +322,7 @@ def _run(settings: BenchSettings, backend: Backend, work: Path, say: Log, builti
         validation_every=0, progress_bar=False, tensorboard=False,
     )  # fmt: skip
     config.validate(backend)
-    precision = config.resolved_precision(device.type, _bf16_supported(device))
+    precision = config.resolved_precision(device.type, bf16_supported(device))
     autocast = autocast_factory(precision, device)
     embedding = create_embedding(backend, EMBEDDING_NAME, config.init_text, settings.vectors)
     start = vectors_for_backend(embedding, backend)

@@ -129,7 +129,8 @@ def _autocast_factory(precision: str, device_type: str):
     return factory, scaler
 
 
-def _bf16_supported(device: torch.device) -> bool:
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` is a CUDA device with bfloat16 support (for precision "auto")."""
     if device.type != "cuda":
         return False
     try:
@@ -308,7 +309,7 @@ def train(
 
     # -- model state
     device = backend.device
-    precision = config.resolved_precision(device.type, _bf16_supported(device))
+    precision = config.resolved_precision(device.type, bf16_supported(device))
     autocast, scaler = _autocast_factory(precision, device.type)
     keys = list(backend.encoder_widths)
     vectors: Vectors = {
