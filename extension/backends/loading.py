@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .standalone import StandaloneBackend
 from .text_encoder import TextOptions
-from .tiny import TINY_HEAD_DIM, scheduler_config, tiny_components, tiny_hash
+from .tiny import TINY_HEAD_DIM, build_tiny_backend, scheduler_config
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -68,21 +68,10 @@ def load_backend(
     tiny = re.fullmatch(r"tiny-(sd1|sd2|sdxl)(?:@(\d+))?", source.strip())
     if tiny:
         family, seed = tiny.group(1), int(tiny.group(2) or 0)
-        parts = tiny_components(family, seed)
-        if prediction_type:
-            parts["scheduler_config"]["prediction_type"] = prediction_type
-        return StandaloneBackend(
-            family,
-            unet=parts["unet"],
-            vae=parts["vae"],
-            text_encoders=parts["text_encoders"],
-            scheduler_config=parts["scheduler_config"],
-            device=dev,
-            dtype=dtype or torch.float32,
-            checkpoint_name=f"tiny-{family}",
-            checkpoint_hash=tiny_hash(family, seed),
+        return build_tiny_backend(
+            family, seed, dev, dtype=dtype or torch.float32, prediction_type=prediction_type,
             text_options=text_options,
-        )
+        )  # fmt: skip
     path = Path(source).expanduser()
     if not path.exists():
         raise ModelLoadError(

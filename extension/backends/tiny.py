@@ -150,11 +150,21 @@ def tiny_hash(family: str, seed: int) -> str:
     return hashlib.sha256(f"ti-trainer tiny-{family} seed {seed}".encode()).hexdigest()[:10]
 
 
-def build_tiny_backend(family: str = "sd1", seed: int = 0, device: str | torch.device = "cpu"):
+def build_tiny_backend(
+    family: str = "sd1",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    *,
+    dtype: torch.dtype = torch.float32,
+    prediction_type: str | None = None,
+    text_options=None,
+):
     """A :class:`StandaloneBackend` over a tiny seeded model of ``family`` ("sd1", "sd2" or "sdxl")."""
     from .standalone import StandaloneBackend
 
     parts = tiny_components(family, seed)
+    if prediction_type:
+        parts["scheduler_config"]["prediction_type"] = prediction_type
     return StandaloneBackend(
         family,
         unet=parts["unet"],
@@ -162,7 +172,8 @@ def build_tiny_backend(family: str = "sd1", seed: int = 0, device: str | torch.d
         text_encoders=parts["text_encoders"],
         scheduler_config=parts["scheduler_config"],
         device=device,
-        dtype=torch.float32,
+        dtype=dtype,
         checkpoint_name=f"tiny-{family}",
         checkpoint_hash=tiny_hash(family, seed),
+        text_options=text_options,
     )
