@@ -14,7 +14,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -185,13 +184,14 @@ def save_diffusers(backend: StandaloneBackend, folder: str | Path, *, overwrite:
     """Write ``backend``'s model as a diffusers folder (atomically: a temporary folder renamed into place)."""
     from diffusers import DDPMScheduler
 
+    from ..temp_files import create_temp_dir, settle_tree_modes
     from ..tokenizer import tokenizer_files
 
     target = Path(folder)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; choose another folder or pass overwrite=True")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = create_temp_dir(target.parent, prefix=f".{target.name}-")  # umask mode, unlike mkdtemp
     try:
         backend.unet.save_pretrained(staging / "unet")
         backend.vae.save_pretrained(staging / "vae")
@@ -215,6 +215,7 @@ def save_diffusers(backend: StandaloneBackend, folder: str | Path, *, overwrite:
         if backend.family != "sdxl":
             index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
         (staging / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+        settle_tree_modes(staging)  # safetensors 0.8 writes 0600 files whatever the umask
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

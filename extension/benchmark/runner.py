@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..backends.base import Backend
+from ..temp_files import create_temp_dir
 from . import memory
 from .bare import autocast_factory, bare_step, prepare_batch
 
@@ -262,7 +263,7 @@ def run_benchmark(
         if work_dir is not None:  # a fresh folder inside it, so runs never meet each other's files
             Path(work_dir).mkdir(parents=True, exist_ok=True)
             return _run(
-                settings, backend, Path(tempfile.mkdtemp(prefix="bench-", dir=work_dir)), say, builtin
+                settings, backend, create_temp_dir(work_dir, prefix="bench-"), say, builtin
             )
         with tempfile.TemporaryDirectory(prefix="ti-trainer-bench-") as tmp:
             return _run(settings, backend, Path(tmp), say, builtin)

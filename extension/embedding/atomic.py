@@ -1,5 +1,7 @@
 """Atomic file writes: a temporary file in the target folder, then a rename.
 
+New files get the user's normal permissions (the umask); a replaced file's mode is kept.
+
 An existing file is never replaced unless ``overwrite=True``; then the old file is kept as
 ``<file>.bak`` until the new one is in place, and removed afterwards.
 """
@@ -9,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from ..temp_files import create_temp_file, created_mode, settle_mode
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -49,8 +52,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
         raise FileExistsError(f"{path} already exists; pass overwrite=True (or --overwrite) to replace it")
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:60]}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
+    fd, tmp = create_temp_file(folder, prefix=f".{path.name[:60]}.")
+    new_mode = created_mode(fd)
     bak: Path | None = None
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -58,6 +61,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
             fh.flush()
             os.fsync(fh.fileno())
         if overwrite and path.exists():
+            settle_mode(tmp, path, new_mode)
             bak = _backup(path)
             os.replace(tmp, path)
         else:

@@ -7,14 +7,13 @@ file naming those colours, so ``[filewords]`` templates have something to work w
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import random
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from .outputs import atomic_write
 
 _FUR = {
     "orange": (232, 140, 48),
@@ -75,18 +74,6 @@ def draw_demo_image(rng: random.Random, size: int) -> tuple[Image.Image, str]:
     return image, caption
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
@@ -122,5 +109,5 @@ def make_demo_dataset(folder: Path, n: int = 8, size: int = 64, seed: int = 0, *
     folder.mkdir(parents=True, exist_ok=True)
     for path, data in files:
         if not (path.is_file() and path.read_bytes() == data):
-            _write_atomic(path, data)
+            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
     return folder

@@ -12,24 +12,30 @@ import csv
 import datetime
 import os
 import re
-import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..temp_files import create_temp_file, created_mode, settle_mode
 
 EXTENSIONS = {"safetensors": ".safetensors", "pt": ".pt"}
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path`` and move it into place."""
+    """Call ``write(tmp)`` on a temporary file next to ``path`` and move it into place.
+
+    A new file gets the user's normal permissions (the umask); a replaced file keeps its mode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temp_file(path.parent, prefix=f".{path.name}.")
+    new_mode = created_mode(fd)
     os.close(fd)
     try:
-        write(Path(tmp))
+        write(tmp)
+        settle_mode(tmp, path, new_mode)  # ``write`` may have put a 0600 file there (safetensors does)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
