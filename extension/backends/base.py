@@ -99,6 +99,10 @@ class Backend(Protocol):
     noise_schedule: NoiseSchedule
     checkpoint_hash: str | None
     checkpoint_name: str | None
+    # how the user gets float32 weights (e.g. "start the web UI with --no-half"), for precision fp32
+    fp32_hint: str
+    # how the user avoids non-finite VAE latents (e.g. "start the web UI with --no-half-vae")
+    vae_nan_hint: str
 
     def tokenizers(self) -> dict[str, tuple[Tokenize, object]]:
         """Per encoder key: the tokenize callable and its ``SpecialTokens``."""
@@ -134,6 +138,10 @@ class Backend(Protocol):
 
     def frozen(self) -> AbstractContextManager[None]:
         """Context in which every model parameter has ``requires_grad=False`` (restored after)."""
+        ...
+
+    def text_settings(self, emphasis: str, clip_skip: int) -> AbstractContextManager[None]:
+        """Context in which text encoding uses this emphasis mode and CLIP skip (restored after)."""
         ...
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:

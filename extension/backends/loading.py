@@ -43,9 +43,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """float16 on a GPU (the web UI's default), float32 on the CPU (half is slow or unsupported there)."""
-    return torch.float16 if device.type == "cuda" else torch.float32
+def default_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The weight dtype for training in ``precision`` on ``device``: the compute precision itself
+    (auto: bfloat16 on GPUs that compute it natively, float16 on other GPUs, float32 on the CPU)."""
+    from ..training.precision import weight_dtype_for
+
+    return weight_dtype_for(precision, device)
 
 
 def load_backend(

@@ -6,6 +6,7 @@ the denoiser is the diffusers UNet; previews come from :mod:`.sampling`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,9 @@ VIT_H_TRUNCATED_LAYERS = 23  # diffusers' SD2 text encoder already drops OpenCLI
 
 class StandaloneBackend:
     """A loaded model family on diffusers/transformers modules, seen by the trainer."""
+
+    fp32_hint = "load the model in float32 (python -m extension ... --precision fp32), or choose fp16 / bf16"
+    vae_nan_hint = "the VAE overflowed; load the model with --precision fp32"
 
     def __init__(
         self,
@@ -248,6 +252,16 @@ class StandaloneBackend:
         finally:
             for p, flag in zip(params, flags):
                 p.requires_grad_(flag)
+
+    @contextmanager
+    def text_settings(self, emphasis: str, clip_skip: int) -> Iterator[None]:
+        """Text encoding uses ``emphasis`` and ``clip_skip`` inside; the previous options come back after."""
+        old = self.text_options
+        self.text_options = dataclasses.replace(old, emphasis=emphasis, clip_skip=clip_skip)
+        try:
+            yield
+        finally:
+            self.text_options = old
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Turn activation checkpointing of the UNet on or off."""

@@ -163,10 +163,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import torch
+
     from ..backends import ModelLoadError, load_backend
+    from ..backends.loading import default_device, default_dtype
 
     try:
-        backend = load_backend(config.model, device=config.device or None)
+        device = torch.device(config.device) if config.device else default_device()
+        # the weights are loaded in the precision the run computes in (float32 for fp32)
+        backend = load_backend(config.model, device=device, dtype=default_dtype(device, config.precision))
     except (ModelLoadError, ValueError, OSError) as exc:
         print(f"error: cannot load model {config.model!r}: {exc}", file=sys.stderr)
         return 2

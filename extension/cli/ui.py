@@ -33,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where training runs write logs, snapshots and previews",
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        help="the weight dtype the model is loaded in, which decides the precisions the tab can train in "
+        "(auto: bf16 on GPUs with native bf16, fp16 on other GPUs, fp32 on the CPU; fp32 allows every choice "
+        "on the CPU and fp32 training on a GPU)",
+    )
 
 
 def _warm_up(adapter) -> None:
@@ -51,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: port {args.port} is out of range; use 1-65535")
         return 2
     adapter = StandaloneAdapter(
-        args.model, embeddings_dir=args.embeddings_dir, log_dir=args.log_dir, device=args.device
-    )
+        args.model, embeddings_dir=args.embeddings_dir, log_dir=args.log_dir, device=args.device,
+        precision=args.precision,
+    )  # fmt: skip
     # load the model while the page is being opened, so the first action does not wait for it
     threading.Thread(target=_warm_up, args=(adapter,), name="ti_trainer_load_model", daemon=True).start()
     serve(TrainerService(adapter), host=args.host, port=args.port, api=args.api)

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..backends.base import Backend
 from ..embedding.names import sanitize_name
+from .precision import PRECISIONS, bf16_native, precision_problem, resolve_name
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 CLIP_MODES = ("none", "value", "norm")
 SAVE_FORMATS = ("safetensors", "pt")
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
@@ -201,13 +201,9 @@ class TrainConfig:
     # ------------------------------------------------------------------ checking
 
     def resolved_precision(self, device_type: str, bf16_supported: bool = False) -> str:
-        """"fp32", "fp16" or "bf16" for ``device_type``: "auto" is bf16 on CUDA if supported,
-        else fp16 on CUDA, and fp32 elsewhere."""
-        if self.precision != "auto":
-            return self.precision
-        if device_type == "cuda":
-            return "bf16" if bf16_supported else "fp16"
-        return "fp32"
+        """"fp32", "fp16" or "bf16" for ``device_type``: "auto" is bf16 on CUDA GPUs that compute it
+        natively, else fp16 on CUDA, and fp32 elsewhere (see :mod:`.precision`)."""
+        return resolve_name(self.precision, device_type, bf16_supported)
 
     def final_path(self) -> Path:
         from .outputs import final_embedding_path
@@ -314,9 +310,13 @@ class TrainConfig:
 
         # --- model-dependent
         if backend is not None:
-            device_type = backend.device.type
-            if self.precision == "fp16" and device_type != "cuda":
-                p(f"precision fp16 needs a CUDA device (the model is on {device_type}); use fp32 or bf16")
+            if self.precision in PRECISIONS:
+                problem = precision_problem(
+                    self.precision, backend.device.type, bf16_is_native=bf16_native(backend.device),
+                    weight_dtype=backend.dtype, fp32_hint=getattr(backend, "fp32_hint", ""),
+                )  # fmt: skip
+                if problem:
+                    p(problem)
             if self.embedding_file and Path(self.embedding_file).is_file():
                 problems.extend(_embedding_file_problems(Path(self.embedding_file), backend))
             elif self.resume and self.save_format in SAVE_FORMATS and self.name and self.final_path().is_file():

@@ -11,7 +11,6 @@ uninterrupted run exactly, with only the optimizer state saved.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,14 +27,11 @@ from .create import create_embedding, embedding_from_vectors, vectors_for_backen
 from .logging import LogRow, TrainLogger
 from .loss import MicroBatch, ValidationSet, derive_seed, micro_batch_loss
 from .outputs import RunDirs, choose_run_dir, prune_snapshots, resume_state_path
+from .precision import Precision, PrecisionError, bf16_native, choose_precision, nan_advice
 from .resume import ResumeError, ResumeState, load_resume_state, save_resume_state, vectors_hash
 
 Vectors = dict[str, torch.Tensor]
 
-NAN_ADVICE = (
-    "try a lower learn rate (e.g. a tenth), gradient clipping (--clip-grad norm), "
-    "or --precision bf16 / fp32 instead of fp16"
-)
 
 
 @dataclass
@@ -63,6 +59,7 @@ class TrainResult:
     message: str = ""
     warnings: list[str] = field(default_factory=list)
     embedding: Embedding | None = None
+    precision: str = ""  # what actually ran, e.g. "bf16 autocast over float16 weights on cuda"
 
 
 # ---------------------------------------------------------------------------- pieces
@@ -117,40 +114,9 @@ def _no_progress(done: int, total: int) -> None:
     pass
 
 
-def _autocast_factory(precision: str, device_type: str):
-    if precision == "fp32":
-        return None, None
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
-
-    def factory():
-        return torch.autocast(device_type=device_type, dtype=dtype)
-
-    return factory, scaler
-
-
 def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` is a CUDA device with bfloat16 support (for precision "auto")."""
-    if device.type != "cuda":
-        return False
-    try:
-        return bool(torch.cuda.is_bf16_supported())
-    except Exception:  # pragma: no cover - depends on the driver
-        return False
-
-
-@contextlib.contextmanager
-def _text_options(backend: Backend, config: TrainConfig):
-    """Apply the emphasis mode and CLIP skip on backends that expose ``text_options``."""
-    old = getattr(backend, "text_options", None)
-    if old is None or not dataclasses.is_dataclass(old):
-        yield
-        return
-    backend.text_options = dataclasses.replace(old, emphasis=config.emphasis, clip_skip=config.clip_skip)
-    try:
-        yield
-    finally:
-        backend.text_options = old
+    """Whether ``device`` is a CUDA GPU that computes bfloat16 natively (for precision "auto")."""
+    return bf16_native(device)
 
 
 @contextlib.contextmanager
@@ -222,7 +188,446 @@ def _restore_optimizer(
     return False
 
 
-# ---------------------------------------------------------------------------- the loop
+# ---------------------------------------------------------------------------- the run
+
+
+class _Stop(Exception):
+    """Ends the step loop early; ``reason`` goes into the result."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TrainingRun:
+    """One training run, in the phases of the algorithm:
+
+    :meth:`prepare` (check options, pick the starting vectors, data, precision, optimizer) →
+    :meth:`restore` (the optimizer state saved with those vectors) → :meth:`open_outputs` →
+    :meth:`step` for each step, with :meth:`after_step` (validate, save, preview, log) →
+    :meth:`finish` (the final save and the summary).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        backend: Backend,
+        *,
+        embedding: Embedding | None = None,
+        callbacks: TrainCallbacks | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        dataset=None,
+    ):
+        self.config = config
+        self.backend = backend
+        self.cb = callbacks or TrainCallbacks()
+        self.should_stop = should_stop
+        self.dataset = dataset
+        self._given_embedding = embedding
+        self.messages: list[str] = []
+        self.name = config.name
+        self.keys = list(backend.encoder_widths)
+        self.vectors: Vectors = {}
+        self.last_good: Vectors = {}
+        self.last_prompt = ""
+        self.timing: list[float] = []
+        self.updating = False  # between the optimizer update and its bookkeeping
+        self.state_ok = True  # the optimizer state matches the vectors of `steps_done`
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def note(self, msg: str) -> None:
+        self.messages.append(msg)
+        if self.cb.on_message:
+            self.cb.on_message(msg)
+
+    def _early_result(self, reason: str, message: str) -> TrainResult:
+        return TrainResult(None, self.start_step, reason, message=message, warnings=self.messages)
+
+    # -- prepare -----------------------------------------------------------------------------------
+
+    def prepare(self) -> TrainResult | None:
+        """Check everything and build the run's state; nothing is written. A result means "stop here"."""
+        config, backend = self.config, self.backend
+        for w in config.validate(backend):
+            self.note(w)
+        start, self.source = _starting_embedding(config, backend, self._given_embedding)
+        try:
+            start_vectors = vectors_for_backend(start, backend)
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
+        problems = embedding_fit_problems(start_vectors, backend, f"embedding {start.name!r}")
+        if problems:
+            raise ConfigError(problems)
+        self.start_step = self.steps_done = int(start.step or 0)
+        try:
+            self.precision: Precision = choose_precision(
+                config.precision, backend.device, weight_dtype=backend.dtype, fp32_hint=getattr(backend, "fp32_hint", "")
+            )
+        except PrecisionError as exc:
+            raise ConfigError([str(exc)]) from None
+
+        if self.start_step >= config.max_steps:
+            return self._early_result(
+                "already_done",
+                f"{self.name} has already been trained for {self.start_step} steps (max steps {config.max_steps}); "
+                "raise --steps to continue",
+            )
+        self.lr_schedule = LearnRateSchedule.parse(config.learn_rate, config.max_steps)
+        self.clip_schedule = (
+            LearnRateSchedule.parse(config.clip_grad_value, config.max_steps, allow_zero=True)
+            if config.clip_grad != "none"
+            else None
+        )
+        if self.lr_schedule.rate_at(self.start_step) is None:
+            return self._early_result(
+                "schedule_ended",
+                f"the learn rate schedule {config.learn_rate!r} ends at step {self.lr_schedule.end_step}, "
+                f"before step {self.start_step}",
+            )
+        if not self._prepare_data():
+            return self._early_result("interrupted", "interrupted while preparing the dataset")
+        self._prepare_optimizer(start_vectors)
+        self._prepare_validation()
+        return None
+
+    def _prepare_data(self) -> bool:
+        """Cache the dataset (and the held-out validation set); False when interrupted."""
+        from .dataset import DatasetInterrupted, TrainingDataset
+
+        config = self.config
+
+        def prepare(root: str | None):
+            return TrainingDataset.prepare(
+                config.dataset_options(root), self.backend, self.name,
+                progress=None if config.progress_bar else _no_progress,
+                should_stop=self.should_stop, seed=config.seed,
+            )  # fmt: skip
+
+        try:
+            if self.dataset is None:
+                self.dataset = prepare(None)
+            self.held_out = prepare(config.validation_data) if config.validation_every and config.validation_data else None
+        except DatasetInterrupted:
+            return False
+        for path, why in getattr(self.dataset, "skipped", []):
+            self.note(f"skipped {path}: {why}")
+        self.batch_size, clamp_warning = effective_batch_size(config, len(self.dataset) * config.repeats)
+        if clamp_warning and clamp_warning not in self.messages:
+            self.note(clamp_warning)
+        self.accumulation = config.grad_accumulation
+        return True
+
+    def _prepare_optimizer(self, start_vectors: Vectors) -> None:
+        device = self.backend.device
+        self.note(f"precision: {self.precision.describe()}")
+        self.autocast = self.precision.autocast_factory()
+        self.scaler = self.precision.grad_scaler()
+        self.vectors = {
+            k: start_vectors[k].detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+            for k in self.keys
+        }
+        self.optimizer = torch.optim.AdamW(
+            [self.vectors[k] for k in self.keys],
+            lr=self.lr_schedule.rate_at(self.start_step),
+            weight_decay=self.config.weight_decay,
+        )
+
+    def _prepare_validation(self) -> None:
+        config = self.config
+        self.validation = None
+        if config.validation_every:
+            self.validation = ValidationSet.build(
+                self.held_out if self.held_out is not None else self.dataset,
+                self.backend,
+                n_images=config.validation_images,
+                timesteps_per_image=config.validation_timesteps,
+                batch_size=self.batch_size,
+                seed=config.seed,
+            )
+
+    # -- restore -----------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Load the optimizer (and loss scaler) state saved with the starting vectors, if any."""
+        if _restore_optimizer(
+            self.optimizer, self.scaler, self.source, self.vectors, self.keys, self.start_step, self.config, self.note
+        ):
+            self.note(f"continuing from step {self.start_step} with the saved optimizer state")
+        elif self.start_step:
+            self.note(f"continuing from step {self.start_step}; no matching optimizer state, AdamW starts fresh")
+
+    # -- outputs -----------------------------------------------------------------------------------
+
+    def open_outputs(self) -> None:
+        """The run folder, logger and result: the first file-system writes happen here."""
+        config = self.config
+        continuing = self.source is not None
+        reuse = config.resume or config.overwrite or continuing
+        run_dir = choose_run_dir(
+            Path(config.log_dir), self.name, reuse=reuse, start_step=self.start_step, keep_log=not config.overwrite
+        )
+        self.dirs = RunDirs(run_dir, self.name, config.save_format)
+        self.logger = TrainLogger(
+            self.dirs.loss_csv,
+            self.dirs.loss_plot,
+            total_steps=config.max_steps,
+            start_step=self.start_step,
+            append=config.resume or continuing,
+            progress_bar=config.progress_bar,
+            tensorboard_dir=self.dirs.tensorboard if config.tensorboard else None,
+            title=f"{self.name} ({self.backend.family}, batch {self.batch_size}x{self.accumulation})",
+        )
+        self.result = TrainResult(
+            None, self.start_step, "completed", run_dir=self.dirs.root, warnings=self.messages,
+            precision=self.precision.describe(),
+        )  # fmt: skip
+        self.stream = self.dataset.micro_batches(self.batch_size, config.seed, start=self.start_step * self.accumulation)
+
+    def model_context(self) -> contextlib.ExitStack:
+        """The frozen model with the run's text settings and gradient checkpointing."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.backend.frozen())
+        stack.enter_context(self.backend.text_settings(self.config.emphasis, self.config.clip_skip))
+        stack.enter_context(_gradient_checkpointing(self.backend, self.config.gradient_checkpointing))
+        return stack
+
+    # -- one step ----------------------------------------------------------------------------------
+
+    def _micro_batches(self, step: int) -> Iterator[MicroBatch]:
+        for micro in range(self.accumulation):
+            mb = draw_micro_batch(self.dataset, next(self.stream), self.backend, self.config.seed, step, micro)
+            self.last_prompt = mb.prompts[0]
+            yield mb
+
+    def _clip_gradients(self, step: int) -> None:
+        if self.clip_schedule is None:
+            return
+        limit = self.clip_schedule.rate_at(step)
+        if limit is None:  # past the clipping schedule's end: its last value holds
+            limit = self.clip_schedule.stages[-1].rate
+        if limit:
+            params = [self.vectors[k] for k in self.keys]
+            if self.config.clip_grad == "value":
+                torch.nn.utils.clip_grad_value_(params, limit)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, limit)
+
+    def _update(self) -> None:
+        self.updating = True
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _back_to_last_good(self) -> None:
+        with torch.no_grad():
+            for k, v in self.vectors.items():
+                v.copy_(self.last_good[k])
+
+    def _loss_and_finite(self, step_loss: torch.Tensor) -> tuple[float, bool]:
+        """The one host sync of a step: its loss, and whether loss and vectors are finite."""
+        finite = torch.isfinite(step_loss).float()
+        for v in self.vectors.values():
+            finite = finite * torch.isfinite(v).all().float()
+        loss_value, ok = torch.stack([step_loss.float(), finite]).tolist()
+        return loss_value, bool(ok)
+
+    def step(self, step: int) -> None:
+        """One optimizer update made of ``accumulation`` micro-batches; raises :class:`_Stop` to end."""
+        if self.should_stop is not None and self.should_stop():
+            raise _Stop("interrupted")
+        lr = self.lr_schedule.rate_at(step)
+        if lr is None:
+            self.note(f"the learn rate schedule ended at step {step}, before max steps {self.config.max_steps}")
+            raise _Stop("schedule_ended")
+        t0 = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        self.last_good = {k: v.detach().clone() for k, v in self.vectors.items()}
+        step_loss = accumulate_gradients(
+            self.backend, self.name, self.vectors, self._micro_batches(step), self.accumulation,
+            autocast=self.autocast, scaler=self.scaler, should_stop=self.should_stop,
+        )  # fmt: skip
+        if step_loss is None:  # stop requested between micro-batches: drop the partial step
+            self.optimizer.zero_grad(set_to_none=True)
+            raise _Stop("interrupted")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        self._clip_gradients(step)
+        self._update()
+        loss_value, ok = self._loss_and_finite(step_loss)
+        if not ok:
+            self._back_to_last_good()
+            self.result.last_loss = loss_value
+            self.note(
+                f"the loss became {loss_value} at step {step + 1}; stopped and kept the vectors "
+                f"of step {step}; {nan_advice(self.precision.name)}"
+            )
+            raise _Stop("nan")
+        self.steps_done = step + 1
+        self.updating = False
+        self.result.steps_done = self.steps_done
+        self.result.last_loss = loss_value
+        self.timing.append(time.perf_counter() - t0)
+        self.after_step(loss_value, lr)
+
+    # -- after a step: validate, save, preview, log ---------------------------------------------
+
+    def after_step(self, loss_value: float, lr: float) -> None:
+        config, done = self.config, self.steps_done
+        val_loss = None
+        if self.validation is not None and done % config.validation_every == 0:
+            val_loss = self.validate(done)
+        if config.save_every and done % config.save_every == 0:
+            self.save_snapshot(done)
+        if config.preview_every and done % config.preview_every == 0:
+            self.preview(done, self.last_prompt)
+        self.logger.log(LogRow(done, self.epoch_of(done), loss_value, val_loss, lr))
+        recent = self.timing[-20:]
+        eta = (config.max_steps - done) * sum(recent) / len(recent)
+        if self.cb.on_step:
+            self.cb.on_step(done, loss_value, self.optimizer.param_groups[0]["lr"], eta)
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.batch_size * self.accumulation / max(len(self.dataset) * self.config.repeats, 1)
+
+    def validate_at_start(self) -> None:
+        """The validation loss of the starting vectors, unless the log already has it."""
+        if self.validation is None:
+            return
+        if any(r.step == self.start_step and r.validation_loss is not None for r in self.logger.history):
+            return
+        v = self.validate(self.start_step)
+        self.logger.log(LogRow(self.start_step, self.epoch_of(self.start_step), None, v, None))
+
+    def validate(self, step: int) -> float:
+        assert self.validation is not None
+        loss = self.validation.loss(self.backend, self.name, self.vectors, self.autocast)
+        self.result.validation.append((step, loss))
+        if self.cb.on_validation:
+            self.cb.on_validation(step, loss)
+        return loss
+
+    def make_embedding(self, emb_name: str, step: int) -> Embedding:
+        return embedding_from_vectors(emb_name, self.vectors, self.backend, step=step)
+
+    def _optimizer_state_for_webui(self):
+        return self.optimizer.state_dict() if self.config.save_format == "pt" and len(self.keys) == 1 else None
+
+    def save_snapshot(self, step: int) -> None:
+        path = Path(
+            save_embedding(
+                self.make_embedding(f"{self.name}-{step}", step), self.dirs.snapshot(step), self.config.save_format,
+                overwrite=True, optimizer_state=self._optimizer_state_for_webui(),
+            )
+        )  # fmt: skip
+        files = self.result.files
+        files.append(path)
+        if self.config.keep_snapshots > 0:
+            # only this run's own snapshots: the log folder may be shared with the web UI's trainer
+            own = [f for f in files if f.parent == self.dirs.embeddings]
+            for old in prune_snapshots(self.dirs.embeddings, self.name, self.config.keep_snapshots, only=own):
+                files.remove(old)
+        self.logger.plot()  # keep loss.png current during long runs
+        if self.cb.on_save:
+            self.cb.on_save(path)
+
+    def preview(self, step: int, training_prompt: str) -> None:
+        from .preview import preview_request, save_preview
+
+        files = save_preview(
+            self.backend, preview_request(self.config, training_prompt), self.name, self.vectors,
+            self.dirs.preview(step), card_path=self.dirs.card(step),
+            embedding=self.make_embedding(f"{self.name}-{step}", step), step=step,
+        )  # fmt: skip
+        self.result.files.append(files.image)
+        if files.card is not None:
+            self.result.files.append(files.card)
+        if self.cb.on_preview:
+            self.cb.on_preview(files.image)
+
+    # -- finish ------------------------------------------------------------------------------------
+
+    def save_final(self, step: int, with_state: bool) -> Path:
+        emb = self.make_embedding(self.name, step)
+        path = Path(
+            save_embedding(
+                emb, self.config.final_path(), self.config.save_format, overwrite=True,
+                optimizer_state=self._optimizer_state_for_webui() if with_state else None,
+            )
+        )  # fmt: skip
+        self.result.files.append(path)
+        self.result.embedding = emb
+        if with_state:
+            state = ResumeState(
+                step=step,
+                config_hash=self.config.config_hash(),
+                encoder_keys=self.keys,
+                vectors_hash=vectors_hash(self.vectors),
+                optimizer_state=self.optimizer.state_dict(),
+                scaler_state=self.scaler.state_dict() if self.scaler is not None else None,
+            )
+            self.result.files.append(save_resume_state(resume_state_path(path), state))
+        if self.cb.on_save:
+            self.cb.on_save(path)
+        return path
+
+    def on_keyboard_interrupt(self) -> None:
+        self.result.reason = "interrupted"
+        if self.updating:  # cut inside an optimizer update: back to the vectors of `steps_done`
+            self._back_to_last_good()
+            self.state_ok = False
+        self.note("interrupted (Ctrl-C); saving the current state")
+
+    def on_error(self) -> None:
+        """An error mid-run (out of memory, a full disk...): keep what was trained (the caller re-raises)."""
+        self.logger.close()
+        if self.steps_done > self.start_step and not self.updating:
+            with contextlib.suppress(Exception):
+                self.save_final(self.steps_done, with_state=True)
+                self.note(
+                    f"error after {self.steps_done} steps; the state of step {self.steps_done} was saved to "
+                    f"{self.config.final_path()}"
+                )
+
+    def finish(self) -> TrainResult:
+        result = self.result
+        result.steps_done = self.steps_done
+        result.embedding_path = self.save_final(self.steps_done, with_state=self.state_ok and result.reason != "nan")
+        plot = self.logger.plot()
+        if plot is not None:
+            result.files.append(plot)
+        if self.logger.csv_path.is_file():
+            result.files.append(self.logger.csv_path)
+        result.message = _summary(result, self.config, self.precision)
+        return result
+
+    # -- the whole run -----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        early = self.prepare()
+        if early is not None:
+            return early
+        self.restore()
+        self.open_outputs()
+        try:
+            with self.model_context():
+                self.validate_at_start()
+                for step in range(self.start_step, self.config.max_steps):
+                    self.step(step)
+        except _Stop as stop:
+            self.result.reason = stop.reason
+        except KeyboardInterrupt:
+            self.on_keyboard_interrupt()
+        except Exception:
+            self.on_error()
+            raise
+        finally:
+            self.logger.close()
+        return self.finish()
 
 
 def train(
@@ -242,324 +647,18 @@ def train(
     ``TrainingDataset`` to reuse. Ctrl-C (KeyboardInterrupt) and ``should_stop()`` save the
     current state and return with reason "interrupted".
     """
-    cb = callbacks or TrainCallbacks()
-    warnings = config.validate(backend)
-    messages: list[str] = list(warnings)
-
-    def note(msg: str) -> None:
-        messages.append(msg)
-        if cb.on_message:
-            cb.on_message(msg)
-
-    for w in warnings:
-        if cb.on_message:
-            cb.on_message(w)
-
-    start, source = _starting_embedding(config, backend, embedding)
-    try:
-        start_vectors = vectors_for_backend(start, backend)
-    except ValueError as exc:
-        raise ConfigError([str(exc)]) from None
-    problems = embedding_fit_problems(start_vectors, backend, f"embedding {start.name!r}")
-    if problems:
-        raise ConfigError(problems)
-    start_step = int(start.step or 0)
-    name = config.name
-
-    if start_step >= config.max_steps:
-        return TrainResult(
-            None, start_step, "already_done",
-            message=f"{name} has already been trained for {start_step} steps (max steps {config.max_steps}); raise --steps to continue",
-            warnings=messages,
-        )  # fmt: skip
-    lr_schedule = LearnRateSchedule.parse(config.learn_rate, config.max_steps)
-    clip_schedule = (
-        LearnRateSchedule.parse(config.clip_grad_value, config.max_steps, allow_zero=True)
-        if config.clip_grad != "none"
-        else None
+    run = TrainingRun(
+        config, backend, embedding=embedding, callbacks=callbacks, should_stop=should_stop, dataset=dataset
     )
-    if lr_schedule.rate_at(start_step) is None:
-        return TrainResult(
-            None, start_step, "schedule_ended",
-            message=f"the learn rate schedule {config.learn_rate!r} ends at step {lr_schedule.end_step}, before step {start_step}",
-            warnings=messages,
-        )  # fmt: skip
-
-    # -- data (may raise DatasetError; nothing has been written yet)
-    from .dataset import DatasetInterrupted, TrainingDataset
-
-    def prepare(root: str | None):
-        return TrainingDataset.prepare(
-            config.dataset_options(root), backend, name, progress=None if config.progress_bar else _no_progress,
-            should_stop=should_stop, seed=config.seed,
-        )  # fmt: skip
-
-    try:
-        if dataset is None:
-            dataset = prepare(None)
-        held_out = prepare(config.validation_data) if config.validation_every and config.validation_data else None
-    except DatasetInterrupted:
-        return TrainResult(None, start_step, "interrupted", message="interrupted while preparing the dataset", warnings=messages)
-    for path, why in getattr(dataset, "skipped", []):
-        note(f"skipped {path}: {why}")
-    batch_size, clamp_warning = effective_batch_size(config, len(dataset) * config.repeats)
-    if clamp_warning and clamp_warning not in messages:
-        note(clamp_warning)
-    accumulation = config.grad_accumulation
-
-    # -- model state
-    device = backend.device
-    precision = config.resolved_precision(device.type, bf16_supported(device))
-    autocast, scaler = _autocast_factory(precision, device.type)
-    keys = list(backend.encoder_widths)
-    vectors: Vectors = {
-        k: start_vectors[k].detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True) for k in keys
-    }
-    optimizer = torch.optim.AdamW(
-        [vectors[k] for k in keys], lr=lr_schedule.rate_at(start_step), weight_decay=config.weight_decay
-    )
-    continuing = source is not None
-    if _restore_optimizer(optimizer, scaler, source, vectors, keys, start_step, config, note):
-        note(f"continuing from step {start_step} with the saved optimizer state")
-    elif start_step:
-        note(f"continuing from step {start_step}; no matching optimizer state, AdamW starts fresh")
-
-    validation = None
-    if config.validation_every:
-        validation = ValidationSet.build(
-            held_out if held_out is not None else dataset,
-            backend,
-            n_images=config.validation_images,
-            timesteps_per_image=config.validation_timesteps,
-            batch_size=batch_size,
-            seed=config.seed,
-        )
-
-    # -- outputs (the first file-system writes happen from here on)
-    reuse = config.resume or config.overwrite or continuing
-    run_dir = choose_run_dir(
-        Path(config.log_dir), name, reuse=reuse, start_step=start_step, keep_log=not config.overwrite
-    )
-    dirs = RunDirs(run_dir, name, config.save_format)
-    logger = TrainLogger(
-        dirs.loss_csv,
-        dirs.loss_plot,
-        total_steps=config.max_steps,
-        start_step=start_step,
-        append=config.resume or continuing,
-        progress_bar=config.progress_bar,
-        tensorboard_dir=dirs.tensorboard if config.tensorboard else None,
-        title=f"{name} ({backend.family}, batch {batch_size}x{accumulation})",
-    )
-    result = TrainResult(None, start_step, "completed", run_dir=dirs.root, warnings=messages)
-
-    def make_embedding(emb_name: str, step: int) -> Embedding:
-        return embedding_from_vectors(emb_name, vectors, backend, step=step)
-
-    def optimizer_state_for_webui():
-        return optimizer.state_dict() if config.save_format == "pt" and len(keys) == 1 else None
-
-    def save_snapshot(step: int) -> None:
-        path = save_embedding(
-            make_embedding(f"{name}-{step}", step), dirs.snapshot(step), config.save_format,
-            overwrite=True, optimizer_state=optimizer_state_for_webui(),
-        )  # fmt: skip
-        result.files.append(Path(path))
-        if config.keep_snapshots > 0:
-            # only this run's own snapshots: the log folder may be shared with the web UI's trainer
-            own = [f for f in result.files if f.parent == dirs.embeddings]
-            for old in prune_snapshots(dirs.embeddings, name, config.keep_snapshots, only=own):
-                result.files.remove(old)
-        logger.plot()  # keep loss.png current during long runs
-        if cb.on_save:
-            cb.on_save(Path(path))
-
-    def save_final(step: int, with_state: bool) -> Path:
-        emb = make_embedding(name, step)
-        path = Path(
-            save_embedding(
-                emb, config.final_path(), config.save_format, overwrite=True,
-                optimizer_state=optimizer_state_for_webui() if with_state else None,
-            )
-        )  # fmt: skip
-        result.files.append(path)
-        result.embedding = emb
-        if with_state:
-            state = ResumeState(
-                step=step,
-                config_hash=config.config_hash(),
-                encoder_keys=keys,
-                vectors_hash=vectors_hash(vectors),
-                optimizer_state=optimizer.state_dict(),
-                scaler_state=scaler.state_dict() if scaler is not None else None,
-            )
-            result.files.append(save_resume_state(resume_state_path(path), state))
-        if cb.on_save:
-            cb.on_save(path)
-        return path
-
-    def run_validation(step: int) -> float:
-        assert validation is not None
-        loss = validation.loss(backend, name, vectors, autocast)
-        result.validation.append((step, loss))
-        if cb.on_validation:
-            cb.on_validation(step, loss)
-        return loss
-
-    def preview(step: int, training_prompt: str) -> None:
-        from .preview import preview_request, save_preview
-
-        files = save_preview(
-            backend, preview_request(config, training_prompt), name, vectors, dirs.preview(step),
-            card_path=dirs.card(step), embedding=make_embedding(f"{name}-{step}", step), step=step,
-        )  # fmt: skip
-        result.files.append(files.image)
-        if files.card is not None:
-            result.files.append(files.card)
-        if cb.on_preview:
-            cb.on_preview(files.image)
-
-    def epoch_of(step: int) -> float:
-        return step * batch_size * accumulation / max(len(dataset) * config.repeats, 1)
-
-    steps_done = start_step
-    stream = dataset.micro_batches(batch_size, config.seed, start=start_step * accumulation)
-    timing: list[float] = []
-    last_prompt = ""
-    updating = False  # between the optimizer update and its bookkeeping
-    state_ok = True  # the optimizer state matches the vectors of `steps_done`
-    last_good: Vectors = {}
-
-    try:
-        with backend.frozen(), _text_options(backend, config), _gradient_checkpointing(
-            backend, config.gradient_checkpointing
-        ):
-            if validation is not None and not any(
-                r.step == start_step and r.validation_loss is not None for r in logger.history
-            ):
-                v = run_validation(start_step)
-                logger.log(LogRow(start_step, epoch_of(start_step), None, v, None))
-
-            for step in range(start_step, config.max_steps):
-                if should_stop is not None and should_stop():
-                    result.reason = "interrupted"
-                    break
-                lr = lr_schedule.rate_at(step)
-                if lr is None:
-                    result.reason = "schedule_ended"
-                    note(f"the learn rate schedule ended at step {step}, before max steps {config.max_steps}")
-                    break
-                t0 = time.perf_counter()
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                last_good = {k: v.detach().clone() for k, v in vectors.items()}
-
-                def batches(step: int = step) -> Iterator[MicroBatch]:
-                    nonlocal last_prompt
-                    for micro in range(accumulation):
-                        mb = draw_micro_batch(dataset, next(stream), backend, config.seed, step, micro)
-                        last_prompt = mb.prompts[0]
-                        yield mb
-
-                step_loss = accumulate_gradients(
-                    backend, name, vectors, batches(), accumulation,
-                    autocast=autocast, scaler=scaler, should_stop=should_stop,
-                )  # fmt: skip
-                if step_loss is None:  # stop requested between micro-batches: drop the partial step
-                    optimizer.zero_grad(set_to_none=True)
-                    result.reason = "interrupted"
-                    break
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if clip_schedule is not None:
-                    limit = clip_schedule.rate_at(step)
-                    if limit is None:  # past the clipping schedule's end: its last value holds
-                        limit = clip_schedule.stages[-1].rate
-                    if limit:
-                        params = [vectors[k] for k in keys]
-                        if config.clip_grad == "value":
-                            torch.nn.utils.clip_grad_value_(params, limit)
-                        else:
-                            torch.nn.utils.clip_grad_norm_(params, limit)
-                updating = True
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-
-                # the one host sync of a step: its loss, and whether loss and vectors are finite
-                finite = torch.isfinite(step_loss).float()
-                for v in vectors.values():
-                    finite = finite * torch.isfinite(v).all().float()
-                loss_value, ok = torch.stack([step_loss.float(), finite]).tolist()
-                if not ok:
-                    with torch.no_grad():
-                        for k, v in vectors.items():
-                            v.copy_(last_good[k])
-                    result.reason = "nan"
-                    result.last_loss = loss_value
-                    note(
-                        f"the loss became {loss_value} at step {step + 1}; stopped and kept the vectors "
-                        f"of step {step}; {NAN_ADVICE}"
-                    )
-                    break
-                steps_done = step + 1
-                updating = False
-                result.steps_done = steps_done
-                result.last_loss = loss_value
-                timing.append(time.perf_counter() - t0)
-
-                val_loss = None
-                if validation is not None and steps_done % config.validation_every == 0:
-                    val_loss = run_validation(steps_done)
-                if config.save_every and steps_done % config.save_every == 0:
-                    save_snapshot(steps_done)
-                if config.preview_every and steps_done % config.preview_every == 0:
-                    preview(steps_done, last_prompt)
-                logger.log(LogRow(steps_done, epoch_of(steps_done), loss_value, val_loss, lr))
-                recent = timing[-20:]
-                eta = (config.max_steps - steps_done) * sum(recent) / len(recent)
-                if cb.on_step:
-                    cb.on_step(steps_done, loss_value, optimizer.param_groups[0]["lr"], eta)
-    except KeyboardInterrupt:
-        result.reason = "interrupted"
-        if updating:  # cut inside an optimizer update: back to the vectors of `steps_done`
-            with torch.no_grad():
-                for k, v in vectors.items():
-                    v.copy_(last_good[k])
-            state_ok = False
-        note("interrupted (Ctrl-C); saving the current state")
-    except Exception:
-        # an error mid-run (out of memory, a full disk...): keep what was trained, then re-raise
-        logger.close()
-        if steps_done > start_step and not updating:
-            with contextlib.suppress(Exception):
-                save_final(steps_done, with_state=True)
-                note(f"error after {steps_done} steps; the state of step {steps_done} was saved to {config.final_path()}")
-        raise
-    finally:
-        logger.close()
-
-    # -- final save
-    result.steps_done = steps_done
-    result.embedding_path = save_final(steps_done, with_state=state_ok and result.reason != "nan")
-    plot = logger.plot()
-    if plot is not None:
-        result.files.append(plot)
-    if logger.csv_path.is_file():
-        result.files.append(logger.csv_path)
-    result.message = _summary(result, config)
-    return result
+    return run.run()
 
 
-def _summary(result: TrainResult, config: TrainConfig) -> str:
+def _summary(result: TrainResult, config: TrainConfig, precision: Precision) -> str:
     what = {
         "completed": f"trained {result.steps_done} steps",
         "schedule_ended": f"the learn rate schedule ended after {result.steps_done} steps",
         "interrupted": f"interrupted after {result.steps_done} steps; continue with --resume",
-        "nan": f"stopped at step {result.steps_done}: the loss was not finite; {NAN_ADVICE}",
+        "nan": f"stopped at step {result.steps_done}: the loss was not finite; {nan_advice(precision.name)}",
     }[result.reason]
     loss = f", last loss {result.last_loss:.5f}" if result.last_loss is not None and math.isfinite(result.last_loss) else ""
-    return f"{config.name}: {what}{loss}; saved {result.embedding_path}"
+    return f"{config.name}: {what}{loss} ({precision.name}); saved {result.embedding_path}"

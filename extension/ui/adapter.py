@@ -108,11 +108,13 @@ class StandaloneAdapter:
         embeddings_dir: str | Path = "ti_trainer_output/embeddings",
         log_dir: str | Path = "ti_trainer_output/textual_inversion",
         device: str | None = None,
+        precision: str = "auto",
         backend: Backend | None = None,
         options: dict[str, object] | None = None,
     ):
         self.model = model
         self.device = device
+        self.precision = precision  # decides the weight dtype the model is loaded in
         self._embeddings_dir = Path(embeddings_dir)
         self._log_dir = Path(log_dir)
         self._backend = backend
@@ -123,9 +125,14 @@ class StandaloneAdapter:
     def backend(self) -> Backend:
         with self._load_lock:
             if self._backend is None:
-                from ..backends import load_backend
+                import torch
 
-                self._backend = load_backend(self.model, device=self.device)
+                from ..backends import load_backend
+                from ..backends.loading import default_device, default_dtype
+
+                device = torch.device(self.device) if self.device else default_device()
+                dtype = default_dtype(device, self.precision)
+                self._backend = load_backend(self.model, device=device, dtype=dtype)
             return self._backend
 
     def model_label(self) -> str:
