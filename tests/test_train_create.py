@@ -81,6 +81,20 @@ def test_sdxl_makes_clip_l_and_clip_g_rows():
         assert indices_of(vectors[key], tokens) == [0, 0, 1]
 
 
+def test_sdxl_clip_l_and_clip_g_start_from_the_same_init_tokens():
+    # more tokens than vectors: both encoders take the first tokens (CLIP-L's rule), not clip_l the
+    # first two and clip_g two spread over all four
+    backend = tiny("sdxl")
+    text = "a red cat sitting"
+    vectors = init_vectors(backend, text, 2)
+    picked = {}
+    for key in ("clip_l", "clip_g"):
+        tokens = backend.token_embeddings(text)[key]
+        assert tokens.shape[0] == 4
+        picked[key] = indices_of(vectors[key], tokens)
+    assert picked["clip_l"] == picked["clip_g"] == [0, 1]
+
+
 def test_zeros_and_empty_init_text_give_zero_vectors():
     backend = tiny("sd1")
     for emb in (create_embedding(backend, "z", "cat", 2, zeros=True), create_embedding(backend, "z", "", 2)):

@@ -10,8 +10,10 @@ from ..embedding import Embedding
 from ..embedding.names import sanitize_name
 
 # The web UI tokenises the init text for CLIP-L with ``max_length=n_vectors`` (so it is cut to
-# n_vectors tokens) but encodes it for OpenCLIP without any limit; we follow both rules.
-_TRUNCATED_ENCODERS = ("clip_l",)
+# n_vectors tokens) but encodes it for OpenCLIP (SD2) without any limit; we follow both rules. A
+# model with CLIP-L (SD1, SDXL) cuts every encoder's tokens the same way, so that an SDXL pair's
+# clip_l and clip_g rows start from the same init tokens.
+_TRUNCATING_ENCODER = "clip_l"
 
 
 def spread_rows(token_rows: torch.Tensor, n_vectors: int) -> torch.Tensor:
@@ -35,11 +37,12 @@ def init_vectors(backend: Backend, init_text: str, n_vectors: int, *, zeros: boo
     if zeros or not init_text:
         return {k: torch.zeros(n_vectors, w, dtype=torch.float32) for k, w in backend.encoder_widths.items()}
     rows = backend.token_embeddings(init_text)
+    n_tokens = min(int(rows[key].shape[0]) for key in backend.encoder_widths)
+    if _TRUNCATING_ENCODER in backend.encoder_widths:
+        n_tokens = min(n_tokens, n_vectors)
     out: dict[str, torch.Tensor] = {}
     for key in backend.encoder_widths:
-        tokens = rows[key]
-        if key in _TRUNCATED_ENCODERS:
-            tokens = tokens[:n_vectors]
+        tokens = rows[key][:n_tokens]
         if tokens.shape[0] == 0:
             raise ValueError(
                 f"init text {init_text!r} has no tokens for {key}; use a word such as 'person' or '*', "
