@@ -65,7 +65,7 @@ def test_from_toml_reads_flat_keys_and_tables(tmp_path):
     assert (cfg.name, cfg.max_steps, cfg.batch_size, cfg.grad_accumulation) == ("my-cat", 2000, 2, 4)
     assert cfg.learn_rate == "0.005:100, 1e-3:1000, 1e-5" and cfg.gradient_checkpointing
     photos = str((tmp_path / "photos").resolve())  # relative to the TOML file
-    assert (cfg.data, cfg.width, cfg.height, cfg.shuffle_tags, cfg.tag_dropout) == (photos, 768, 512, True, 0.1)
+    assert (cfg.data, cfg.width, cfg.height, cfg.shuffle_tags, cfg.tag_dropout) == (photos, 768, 0, True, 0.1)
     assert (cfg.preview_every, cfg.preview_prompt, cfg.preview_cfg_scale) == (50, "a photo of my-cat", 5.0)
     assert (cfg.validation_every, cfg.validation_images) == (25, 2)
     # flags given later override the file
@@ -283,3 +283,58 @@ except ConfigError as exc:
     )
     assert out.returncode == 0, out.stderr
     assert "ERR" in out.stdout and "tomli" in out.stdout
+
+
+# -- per-family size defaults ---------------------------------------------------------------------
+
+
+class _Model:
+    """The two attributes ``with_model_size`` reads (family and native size) of a loaded model."""
+
+    def __init__(self, family: str, default_size: int):
+        self.family, self.default_size = family, default_size
+
+
+@pytest.mark.parametrize(
+    ("family", "native", "asked", "expected", "warns"),
+    [
+        ("sdxl", 1024, (0, 0), (1024, 1024), False),
+        ("sdxl", 1024, (512, 512), (512, 512), True),
+        ("sdxl", 1024, (768, 1024), (768, 1024), False),
+        ("sd2", 768, (0, 0), (768, 768), False),
+        ("sd1", 512, (0, 640), (512, 640), False),
+        ("sdxl", 64, (0, 0), (64, 64), False),  # a tiny test model is not warned about
+    ],
+)
+def test_size_zero_means_the_models_native_size(family, native, asked, expected, warns):
+    cfg = TrainConfig(name="x", width=asked[0], height=asked[1])
+    resolved, warnings = cfg.with_model_size(_Model(family, native))
+    assert (resolved.width, resolved.height) == expected
+    assert bool(warnings) == warns
+    if warns:
+        assert "below 768" in warnings[0] and "1024" in warnings[0]
+
+
+def test_default_size_is_the_models_in_a_real_run(tmp_path):
+    from extension.backends.tiny import build_tiny_backend
+    from extension.training.demo_data import make_demo_dataset
+    from extension.training.loop import TrainCallbacks, train
+
+    data = make_demo_dataset(tmp_path / "imgs", n=2, size=80, seed=1)
+    backend = build_tiny_backend("sdxl")
+    seen = []
+    original = backend.time_ids
+
+    def spy(sizes, batch):
+        seen.extend(sizes or [])
+        return original(sizes, batch)
+
+    backend.time_ids = spy
+    cfg = TrainConfig(
+        name="sz", data=str(data), template="subject", max_steps=1, log_dir=str(tmp_path / "l"),
+        embeddings_dir=str(tmp_path / "e"), save_every=0, progress_bar=False, tensorboard=False,
+    )  # fmt: skip
+    assert (cfg.width, cfg.height) == (0, 0)
+    result = train(cfg, backend, callbacks=TrainCallbacks())
+    assert result.steps_done == 1
+    assert seen and all(s.target_size == (backend.default_size,) * 2 for s in seen)

@@ -19,6 +19,9 @@ CLIP_MODES = ("none", "value", "norm")
 SAVE_FORMATS = ("safetensors", "pt")
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 LATENT_SAMPLING = ("once", "deterministic", "random")
+SIZE_FOR_CHECKS = 512  # the size option checks assume before the model is known
+SDXL_NATIVE = 1024
+SDXL_SMALLEST = 768  # below this SDXL training gets a warning
 
 # TOML tables whose keys are field names with a prefix ("[preview] every = 50" -> preview_every)
 _TABLE_PREFIX = {"dataset": "", "training": "", "output": "", "preview": "preview_", "validation": "validation_"}
@@ -61,8 +64,8 @@ class TrainConfig:
     zeros: bool = False
     # dataset (passed through to DatasetOptions)
     data: str = ""
-    width: int = 512
-    height: int = 512
+    width: int = 0  # 0: the model's native size (512 SD1, 768 SD2-v, 1024 SDXL); see with_model_size
+    height: int = 0
     repeats: int = 1
     template: str = "subject_filewords"
     caption_extension: str = ".txt"
@@ -181,8 +184,10 @@ class TrainConfig:
 
         return DatasetOptions(
             data_root=Path(data_root if data_root is not None else self.data),
-            width=self.width,
-            height=self.height,
+            # 0 ("the model's size") is resolved by with_model_size before training; a plain check of
+            # the options (no model yet) uses the SD1 size
+            width=self.width or SIZE_FOR_CHECKS,
+            height=self.height or SIZE_FOR_CHECKS,
             repeats=self.repeats,
             template=self.template,
             caption_extension=self.caption_extension,
@@ -204,6 +209,19 @@ class TrainConfig:
         """"fp32", "fp16" or "bf16" for ``device_type``: "auto" is bf16 on CUDA GPUs that compute it
         natively, else fp16 on CUDA, and fp32 elsewhere (see :mod:`.precision`)."""
         return resolve_name(self.precision, device_type, bf16_supported)
+
+    def with_model_size(self, backend: Backend) -> tuple[TrainConfig, list[str]]:
+        """This config with a width/height of 0 replaced by the model's native size, and warnings
+        about sizes the model was not made for (SDXL below 768 px)."""
+        native = int(getattr(backend, "default_size", 0) or SIZE_FOR_CHECKS)
+        config = dataclasses.replace(self, width=self.width or native, height=self.height or native)
+        warnings = []
+        if backend.family == "sdxl" and native >= SDXL_NATIVE and min(config.width, config.height) < SDXL_SMALLEST:
+            warnings.append(
+                f"SDXL trains at {config.width}x{config.height}, below {SDXL_SMALLEST} px: SDXL was trained at "
+                f"{SDXL_NATIVE}x{SDXL_NATIVE} and learns poorly from small images; use 1024 (or 0 = the model's size)"
+            )
+        return config, warnings
 
     def final_path(self) -> Path:
         from .outputs import final_embedding_path
@@ -266,8 +284,11 @@ class TrainConfig:
                         p(f"{msg}; lower --batch-size or pass --clamp-batch")
         for key in ("width", "height"):
             value = getattr(self, key)
-            if value < 8 or value % 8:
-                p(f"{key} {value} is not a positive multiple of 8; use e.g. {max(8, round(value / 8) * 8)}")
+            if value and (value < 8 or value % 8):
+                p(
+                    f"{key} {value} is not a positive multiple of 8; use e.g. {max(8, round(value / 8) * 8)} "
+                    "(0 = the model's native size)"
+                )
         for key in ("preview_width", "preview_height"):
             value = getattr(self, key)
             if value and (value < 0 or value % 8):

@@ -248,8 +248,10 @@ class TrainingRun:
 
     def prepare(self) -> TrainResult | None:
         """Check everything and build the run's state; nothing is written. A result means "stop here"."""
-        config, backend = self.config, self.backend
-        for w in config.validate(backend):
+        backend = self.backend
+        self.config, size_warnings = self.config.with_model_size(backend)
+        config = self.config
+        for w in [*config.validate(backend), *size_warnings]:
             self.note(w)
         start, self.source = _starting_embedding(config, backend, self._given_embedding)
         try:

@@ -43,8 +43,8 @@ GROUPS: list[tuple[str, list[str], bool]] = [
 
 LABELS = {
     "data": "Dataset folder",
-    "width": "Width",
-    "height": "Height",
+    "width": "Width (0 = the model's size)",
+    "height": "Height (0 = the model's size)",
     "repeats": "Repeats per epoch",
     "template": "Prompt template (name or .txt file)",
     "caption_extension": "Caption file extension",
