@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..embedding import EmbeddingFormatError, load_embedding
+from ..embedding.diffusers_pair import LAYOUT as LAYOUT_DIFFUSERS_PAIR
 from ..embedding.load import IMAGE_SUFFIXES, PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 from ..embedding.model import Embedding
 from ..embedding.pt_container import webui_load_problems
@@ -37,10 +38,29 @@ def _verdict(loads: bool, reason: str = "") -> dict:
     return {"loads": loads, "reason": reason}
 
 
+def _pair_compatibility(emb: Embedding) -> dict[str, dict]:
+    """diffusers' SDXL pair: every other tool reads its two files one by one, never as one SDXL embedding."""
+    first, second = emb.metadata["source_files"].split(" + ")
+    fix = f" - fix: python -m extension convert {first} NAME.safetensors (one clip_l + clip_g file)"
+    webui = (
+        f"{{tool}} reads each file on its own: {first} as a 768-wide SD1.x embedding, {second} "
+        f"(1280 wide) is skipped; neither is the SDXL embedding{fix}"
+    )
+    return {
+        "webui": _verdict(False, webui.format(tool="the web UI")),
+        "forge": _verdict(False, webui.format(tool="Forge")),
+        "comfyui": _verdict(
+            False, f"ComfyUI reads each file on its own: on SDXL, {first} fills CLIP-L only{fix}"
+        ),
+    }
+
+
 def compatibility(path: Path, emb: Embedding) -> dict[str, dict]:
     """Would the web UI (1.10), Forge and ComfyUI load this file (spec §5), and why not."""
     suffix = path.suffix.lower()
     layout = emb.metadata.get("source_layout", "")
+    if layout == LAYOUT_DIFFUSERS_PAIR:
+        return _pair_compatibility(emb)
     width_note = ""
     if emb.width not in _WIDTH_MODELS:
         width_note = f"width {emb.width} matches no SD1/SD2/SDXL model: listed but skipped"
@@ -87,8 +107,11 @@ def describe(path: Path) -> dict:
     emb = load_embedding(path)
     digest = file_sha256(path)
     shapes = {k: list(t.shape) for k, t in emb.tensors().items()}
+    pair = emb.metadata.get("source_files")  # diffusers' SDXL pair: both files
+    files = [str(path.with_name(n)) for n in pair.split(" + ")] if pair else [str(path)]
     return {
         "file": str(path),
+        "files": files,
         "name": emb.name,
         "stored_name": emb.metadata.get("stored_name"),
         "shape": shapes if emb.is_sdxl else shapes["emb_params"],
@@ -107,7 +130,7 @@ def describe(path: Path) -> dict:
 
 def _text(info: dict) -> str:
     lines = [
-        f"file:          {info['file']}",
+        f"file:          {' + '.join(info['files'])}",
         f"name:          {info['name']}"
         + (
             f"  (stored name: {info['stored_name']})"
@@ -118,7 +141,7 @@ def _text(info: dict) -> str:
         f"step:          {info['step'] if info['step'] is not None else '-'}",
         f"checkpoint:    {info['sd_checkpoint_name'] or '-'} [{info['sd_checkpoint'] or '-'}]",
         f"layout:        {info['source_layout']}",
-        f"hash:          {info['hash']}  (sha256 {info['sha256']})",
+        f"hash:          {info['hash']}  (sha256 {info['sha256']}{' of ' + info['file'] if len(info['files']) > 1 else ''})",
     ]
     labels = {"webui": "web UI 1.10", "forge": "Forge", "comfyui": "ComfyUI"}
     for key, label in labels.items():

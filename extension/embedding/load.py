@@ -7,6 +7,7 @@ import os
 import struct
 from pathlib import Path
 
+from . import diffusers_pair
 from .errors import EmbeddingFormatError
 from .layouts import embedding_from_data
 from .model import Embedding
@@ -54,24 +55,34 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     return tensors, meta
 
 
+def _read_tensor_file(path: Path) -> tuple[object, dict[str, str], str]:
+    """A ``.pt``/``.bin`` (safely) or ``.safetensors`` file: ``(object, string metadata, container)``."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return safe_torch_load(path), {}, "pt"
+    tensors, meta = read_safetensors(path)
+    return tensors, meta, "safetensors"
+
+
 def load_embedding(path: str | os.PathLike) -> Embedding:
     """Load an embedding from ``.pt``/``.bin`` (never unpickling code), ``.safetensors`` or an image.
 
     The name follows the web UI: the file stem for tensor files, the stored name (else the stem)
     for images; a stored name is kept in ``metadata["stored_name"]`` and the detected layout in
-    ``metadata["source_layout"]``.  Any problem raises EmbeddingFormatError naming the file.
+    ``metadata["source_layout"]``.  Either file of diffusers' SDXL pair (``learned_embeds[_2]``,
+    see :mod:`.diffusers_pair`) gives the pair when the other one is beside it.  Any problem raises
+    EmbeddingFormatError naming the file.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
         raise EmbeddingFormatError("no such file" if not path.exists() else "not a regular file", path)
-    stem = name_from_path(path)
-    if suffix in PICKLE_SUFFIXES:
-        data = safe_torch_load(path)
-        return embedding_from_data(data, path, name=stem, container="pt")
-    if suffix in SAFETENSORS_SUFFIXES:
-        tensors, meta = read_safetensors(path)
-        return embedding_from_data(tensors, path, name=stem, container="safetensors", metadata=meta)
+    if suffix in PICKLE_SUFFIXES + SAFETENSORS_SUFFIXES:
+        pair = diffusers_pair.pair_paths(path)
+        if pair is not None and all(p.is_file() for p in pair):
+            first, second = (_read_tensor_file(p) for p in pair)
+            return diffusers_pair.combine(first[:2], second[:2], *pair, container=first[2])
+        data, meta, container = _read_tensor_file(path)
+        return embedding_from_data(data, path, name=name_from_path(path), container=container, metadata=meta)
     if suffix in IMAGE_SUFFIXES:
         from ..png.extract import extract_from_image
 

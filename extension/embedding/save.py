@@ -15,7 +15,7 @@ from .pt_container import torch_save_bytes
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 _SUFFIX_FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".bin": "pt"}
 # metadata keys that describe where a loaded embedding came from, not the embedding itself
-_DERIVED_KEYS = {"stored_name", "source_layout", "payload_layout"}
+_DERIVED_KEYS = {"stored_name", "source_layout", "payload_layout", "source_files"}
 TRAINER = f"ti-trainer {__version__}"
 
 

@@ -16,6 +16,7 @@ from ..embedding import (
     sanitize_name,
     save_embedding,
 )
+from ..embedding.diffusers_pair import lone_half_problem
 
 
 class ShareError(ValueError):
@@ -75,7 +76,8 @@ def import_embedding(
     overwrite: bool = False,
 ) -> tuple[Path, Embedding]:
     """Read any supported embedding file (``.pt``, ``.bin``, ``.safetensors`` or a picture carrying
-    one) and write it to ``embeddings_dir/<name>.safetensors``.
+    one) and write it to ``embeddings_dir/<name>.safetensors``.  Either file of diffusers' SDXL pair
+    brings the pair when the other is beside it; the CLIP-G file alone is refused with the way out.
 
     It is always re-written as safetensors, so no pickle from an unknown source lands in the
     folder the web UI loads. ``name`` overrides the stored name. Raises ShareError.
@@ -90,6 +92,9 @@ def import_embedding(
         embedding = load_embedding(source)
     except EmbeddingFormatError as exc:
         raise ShareError(f"cannot import {source.name}: {exc.problem}") from None
+    half = lone_half_problem(source, embedding)  # an upload arrives without its sibling
+    if half:
+        raise ShareError(half)
     wanted = (name or "").strip() or embedding.name
     safe = sanitize_name(wanted)
     if name and safe != wanted:
