@@ -109,3 +109,42 @@ def test_module_entry_point(cmd):
         [sys.executable, "-m", "extension", *cmd], capture_output=True, text=True, cwd="/work/main"
     )
     assert res.returncode == 0 and "76d4bcc49df5" in res.stdout
+
+
+def _sdxl_with_training_fields(tmp_path):
+    from extension.embedding import Embedding, save_embedding
+
+    emb = Embedding(
+        "xl",
+        {"clip_l": torch.randn(2, 768), "clip_g": torch.randn(2, 1280)},
+        step=1500,
+        checkpoint_hash="abcdef1234",
+        checkpoint_name="sdxl_base",
+    )
+    return save_embedding(emb, tmp_path / "xl.safetensors")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".png"])
+def test_convert_sdxl_to_pt_or_card_says_step_and_checkpoint_are_not_kept(tmp_path, capsys, suffix):
+    """The web UI's SDXL loader takes only clip_l/clip_g, so these outputs cannot hold them."""
+    out = tmp_path / f"out{suffix}"
+    assert main(["convert", str(_sdxl_with_training_fields(tmp_path)), str(out), "--name", "renamed"]) == 0
+    captured = capsys.readouterr()
+    assert "step" not in captured.out and "sdxl_base" not in captured.out and "renamed" not in captured.out
+    assert "not kept: name 'renamed', step 1500, checkpoint sdxl_base [abcdef1234]" in captured.err
+    assert "'out'" in captured.err and ".safetensors output keeps them" in captured.err
+    back = load_embedding(out)  # and it is true: the file holds none of them
+    assert (back.name, back.step, back.checkpoint_hash, back.checkpoint_name) == ("out", None, None, None)
+
+
+def test_convert_reports_what_the_output_holds(tmp_path, capsys):
+    out = tmp_path / "out.safetensors"
+    assert main(["convert", str(_sdxl_with_training_fields(tmp_path)), str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "holds name 'xl', step 1500, checkpoint sdxl_base [abcdef1234]" in captured.out
+    assert "not kept" not in captured.err
+    assert load_embedding(out).step == 1500
+    assert main(["convert", str(REF / "sd15-4v.pt"), str(tmp_path / "sd.png")]) == 0
+    captured = capsys.readouterr()
+    assert "holds name 'sd15-4v', step 1500, checkpoint v1-5-pruned-emaonly [6ce0161689]" in captured.out
+    assert "not kept" not in captured.err

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..embedding import EmbeddingFormatError, load_embedding, save_embedding
+from ..embedding import Embedding, EmbeddingFormatError, load_embedding, save_embedding
 from ..embedding.atomic import atomic_write_bytes
+from ..embedding.save import resolve_format, safetensors_metadata, webui_pt_object
 from ..png import NoPixelBandsWarning, embed_in_png, plain_card_image, save_png_card
+from ..png.card import payload_for
 from ..png.extract import MAX_PIXELS
 
 HELP = "convert an embedding between .pt, .safetensors and PNG cards (e.g. x.pt -> x.safetensors)"
@@ -69,6 +71,51 @@ def _write_card(emb, out: Path, picture: str | None, overwrite: bool) -> None:
             )
 
 
+def _stored_keys(emb: Embedding, out: Path) -> set[str]:
+    """The keys the written file holds besides the vectors (from the very object written)."""
+    if out.suffix.lower() in CARD_SUFFIXES:
+        return set(payload_for(emb))
+    if resolve_format(out, None)[1] == "pt":
+        return set(webui_pt_object(emb))
+    return set(safetensors_metadata(emb))
+
+
+def _training_fields(emb: Embedding, out: Path) -> tuple[list[str], list[str]]:
+    """``(kept, not kept)``: name, step and checkpoint of ``emb`` as the output file holds them or not.
+
+    An SDXL ``.pt`` or card holds only clip_l and clip_g; its name is then the file's, so only a
+    different name counts as lost."""
+    stored = _stored_keys(emb, out)
+    checkpoint = " ".join(
+        x for x in (emb.checkpoint_name, f"[{emb.checkpoint_hash}]" if emb.checkpoint_hash else None) if x
+    )
+    fields = [
+        ("name", f"name {emb.name!r}", emb.name != out.stem),
+        ("step", f"step {emb.step}", emb.step is not None),
+        ("sd_checkpoint", f"checkpoint {checkpoint}", bool(checkpoint)),
+    ]
+    kept = [text for key, text, _ in fields if key in stored]
+    lost = [text for key, text, matters in fields if key not in stored and matters]
+    return kept, lost
+
+
+def _report(emb: Embedding, written: Path) -> None:
+    kept, lost = _training_fields(emb, written)
+    source = emb.metadata.get("source_files")
+    print(
+        f"wrote {written}: {emb.n_vectors} vectors, width {emb.width} ({emb.model_family})"
+        + (f" from {source}" if source else "")
+        + (f"; holds {', '.join(kept)}" if kept else "")
+    )
+    if lost:
+        print(
+            f"note: not kept: {', '.join(lost)} - an SDXL .pt file or card holds only clip_l and clip_g "
+            f"(the web UI's SDXL loader fails on any other key) and is named after the file "
+            f"({written.stem!r}); a .safetensors output keeps them",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     src, out = Path(args.input), Path(args.output)
     try:
@@ -85,5 +132,5 @@ def run(args: argparse.Namespace) -> int:
     except (EmbeddingFormatError, FileExistsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {written}: {emb.name!r}, {emb.n_vectors} vectors, width {emb.width}, step {emb.step}")
+    _report(emb, Path(written))
     return 0
