@@ -340,3 +340,24 @@ def test_demo_dataset_trains_through_prepare(backend, tmp_path):
     assert len(ds) == 4
     prompts = ds.prompts([0, 1, 2, 3], gen(0))
     assert all("cat face" in p and "background" in p and "cat" in p for p in prompts)
+
+
+def test_non_finite_latents_are_caught_when_caching_and_name_the_image(tmp_path):
+    from extension.backends.tiny import build_tiny_backend
+    from extension.training.config import TrainConfig
+    from extension.training.loop import train
+
+    data = make_demo_dataset(tmp_path / "imgs", n=2, size=32, seed=2)
+    backend = build_tiny_backend("sdxl")
+    with torch.no_grad():  # an encoder that overflows, as SDXL's VAE does in float16
+        backend.vae.encoder.conv_in.weight.mul_(1e38)
+    cfg = TrainConfig(
+        name="nan", data=str(data), width=32, height=32, template="subject", max_steps=1,
+        log_dir=str(tmp_path / "l"), embeddings_dir=str(tmp_path / "e"), progress_bar=False, tensorboard=False,
+    )  # fmt: skip
+    with pytest.raises(DatasetError) as info:
+        train(cfg, backend)
+    message = str(info.value)
+    assert "non-finite latents" in message and backend.vae_nan_hint in message
+    assert all(p.name in message for p in data.glob("*.png"))
+    assert not (tmp_path / "l").exists() and not (tmp_path / "e").exists()

@@ -455,6 +455,7 @@ class _Builder:
         self.factor = factor
         self.queues: dict[Size, list[tuple[int, torch.Tensor]]] = {}
         self.weights: dict[int, torch.Tensor] = {}
+        self.paths: dict[int, Path] = {}
 
     @property
     def pending(self) -> int:
@@ -471,6 +472,7 @@ class _Builder:
             self.weights[index] = weight
         pixels = to_pixels(apply_plan(flatten(decoded.rgb, decoded.alpha), plan))
         self.queues.setdefault(bucket, []).append((index, pixels))
+        self.paths[index] = path
         return ImageRecord(path, caption, caption_file, decoded.size, bucket, plan.crop_top_left)
 
     def _encode(self, items: list[tuple[int, torch.Tensor]]) -> None:
@@ -480,10 +482,22 @@ class _Builder:
             pixels = torch.cat([pixels, torch.flip(pixels, dims=[-1])])
         mean, std = encode_pixels(self.backend, pixels)
         n = len(items)
+        self._check_finite([index for index, _ in items] * (2 if flip else 1), mean, std)
         for k, (index, _) in enumerate(items):
             self.cache.store(index, False, mean[k], std[k])
             if flip:
                 self.cache.store(index, True, mean[n + k], std[n + k])
+
+    def _check_finite(self, indices: list[int], mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Non-finite latents (an fp16 VAE that overflows, as SDXL's does) stop before any training."""
+        finite = torch.isfinite(mean).flatten(1).all(1) & torch.isfinite(std).flatten(1).all(1)
+        if bool(finite.all()):
+            return
+        bad = sorted({self.paths[indices[k]].name for k in torch.nonzero(~finite).flatten().tolist()})
+        hint = getattr(self.backend, "vae_nan_hint", "") or "encode the images with a float32 VAE"
+        raise DatasetError(
+            f"the VAE gave non-finite latents (NaN or infinity) for {', '.join(bad)}; {hint}"
+        )
 
     def flush_full(self) -> bool:
         """Encode every queue that holds a full encode batch; whether anything was encoded."""

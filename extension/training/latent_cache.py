@@ -8,7 +8,9 @@ Three sampling modes (the web UI's names):
 * ``"random"``: the posterior (mean and std) is kept, and every use draws a fresh sample from the
   generator passed in. Unlike the web UI, the distribution lives on the CPU, not on the GPU.
 
-Stored tensors are float32 on the CPU (pinned when CUDA is available, for faster copies).
+Stored tensors are float32 on the CPU. They are not pinned: a micro-batch is stacked into a new
+(pageable) tensor anyway, and its latents are a few hundred kilobytes, whose copy to the GPU costs
+microseconds next to a training step.
 """
 
 from __future__ import annotations
@@ -24,15 +26,6 @@ SAMPLING_MODES = ("once", "deterministic", "random")
 
 class DatasetInterrupted(Exception):
     """Latent caching was stopped by ``should_stop``; nothing was trained or written."""
-
-
-def _pin(tensor: torch.Tensor) -> torch.Tensor:
-    if torch.cuda.is_available():
-        try:
-            return tensor.pin_memory()
-        except RuntimeError:  # pinning can fail (e.g. no driver); an unpinned tensor still works
-            return tensor
-    return tensor
 
 
 def encode_pixels(backend: Backend, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,12 +63,12 @@ class LatentCache:
         std = std.detach().float().cpu()
         if self.mode == "once":
             noise = torch.randn(mean.shape, generator=self._generator, dtype=torch.float32)
-            self._values[key] = _pin(((mean + std * noise) * self.scale).contiguous())
+            self._values[key] = ((mean + std * noise) * self.scale).contiguous()
         elif self.mode == "deterministic":
-            self._values[key] = _pin((mean * self.scale).contiguous())
+            self._values[key] = (mean * self.scale).contiguous()
         else:
-            self._values[key] = _pin(mean.contiguous())
-            self._stds[key] = _pin(std.contiguous())
+            self._values[key] = mean.contiguous()
+            self._stds[key] = std.contiguous()
 
     def shape(self, index: int) -> torch.Size:
         """The latent shape ``(C, h, w)`` of image ``index``."""
