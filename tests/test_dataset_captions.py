@@ -181,14 +181,14 @@ def test_bad_templates(tmp_path, content, message):
         read_template(path)
 
 
-def test_template_dirs_adds_extra_folders_and_ours_win(tmp_path):
+def test_template_dirs_adds_extra_folders_and_theirs_win(tmp_path):
     (tmp_path / "subject.txt").write_text("theirs [name]\n", encoding="utf-8")
     (tmp_path / "hypernetwork.txt").write_text("a [name] thing\n", encoding="utf-8")
     dirs = template_dirs([tmp_path])
-    assert dirs == [SHIPPED_TEMPLATES, tmp_path]
+    assert dirs == [tmp_path, SHIPPED_TEMPLATES]
     assert template_dirs([tmp_path, tmp_path]) == dirs
     assert load_template("hypernetwork", dirs) == ["a [name] thing"]
-    assert load_template("subject", dirs) == load_template("subject")
+    assert load_template("subject", dirs) == ["theirs [name]"]
     with pytest.raises(DatasetError, match="hypernetwork"):
         load_template("hypernetwork")  # not without the extra folder ...
     assert "hypernetwork" in available_templates(dirs)  # ... listed with it

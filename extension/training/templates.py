@@ -3,6 +3,8 @@
 Our own set ships in ``extension/data/templates``; the web UI's ``textual_inversion_templates``
 folder can be added with :func:`template_dirs` when running inside it. A template is chosen by name
 (the file stem, looked up in the folders in order, first one wins) or by a path to any text file.
+An added folder comes before ours: a user's own (perhaps edited) ``subject_filewords.txt`` wins over
+the bundled file of the same name.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ TEMPLATE_SUFFIX = ".txt"
 
 
 def template_dirs(extra: Sequence[Path] = ()) -> list[Path]:
-    """The folders searched for template names: ours first, then ``extra`` (e.g. the web UI's)."""
-    dirs = [SHIPPED_TEMPLATES]
-    for folder in extra:
-        folder = Path(folder)
+    """The folders searched for template names: ``extra`` first (e.g. the web UI's, the user's own
+    files), then ours, which only supplies the names the others lack."""
+    dirs: list[Path] = []
+    for folder in [*map(Path, extra), SHIPPED_TEMPLATES]:
         if folder not in dirs:
             dirs.append(folder)
     return dirs
