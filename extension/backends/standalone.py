@@ -264,11 +264,18 @@ class StandaloneBackend:
             self.text_options = old
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Turn activation checkpointing of the UNet on or off."""
+        """Turn activation checkpointing of the UNet on or off.
+
+        diffusers 0.27-0.31 checkpoint only modules in training mode, so the UNet is put in training
+        mode while checkpointing is on (the SD UNet has no dropout and no batch statistics, so the mode
+        changes nothing else) and back in eval mode after.
+        """
         if enabled:
             self.unet.enable_gradient_checkpointing()
+            self.unet.train()
         else:
             self.unet.disable_gradient_checkpointing()
+            self.unet.eval()
 
 
 def _place(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
