@@ -101,7 +101,6 @@ def swap_problem(swapped: bool) -> str | None:
     )
 
 
-
 # Forge's attention functions (backend/attention.py) whose backward pass is torch's own: SDPA and
 # xformers. Forge picks sub-quadratic or split attention on CPUs and with --attention-quad/-split;
 # those chunk and rescale in place, so training switches them to SDPA for its duration.

@@ -221,7 +221,14 @@ def get_adapter() -> WebUIAdapter:
     """The one adapter of this web UI process."""
     global _adapter
     if _adapter is None:
-        _adapter = WebUIAdapter()
+        import sys
+
+        if glue.is_forge(sys.modules):  # the one place the host is told apart
+            from ..forge.adapter import ForgeAdapter
+
+            _adapter = ForgeAdapter()
+        else:
+            _adapter = WebUIAdapter()
     return _adapter
 
 
