@@ -1,6 +1,9 @@
-"""A small procedurally drawn dataset for the demo and the tests (nothing is downloaded).
+"""Small procedurally drawn datasets for the demo and the tests (nothing is downloaded).
 
-Every image shows the same kind of object in one consistent flat style, a round cartoon cat face
+:func:`make_shapes_dataset` draws one colour-shape concept of :mod:`..shapes.draw` (the demo's
+data for the tiny-shapes model); :func:`make_demo_dataset` draws cartoon cat faces.
+
+There every image shows the same kind of object in one consistent flat style, a round cartoon cat face
 with pointed ears, in varied fur and background colours, positions and sizes; each has a caption
 file naming those colours, so ``[filewords]`` templates have something to work with.
 """
@@ -87,10 +90,7 @@ def make_demo_dataset(folder: Path, n: int = 8, size: int = 64, seed: int = 0, *
     they are; a different existing file raises :class:`FileExistsError` unless ``overwrite``.
     Returns ``folder``.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if size < 8 or size % 8:
-        raise ValueError(f"size must be a multiple of 8 (>= 8), got {size}")
+    _check_size(n, size)
     folder = Path(folder)
     rng = random.Random(seed)
     files: list[tuple[Path, bytes]] = []
@@ -99,11 +99,49 @@ def make_demo_dataset(folder: Path, n: int = 8, size: int = 64, seed: int = 0, *
         stem = f"demo-{i:02d}"
         files.append((folder / f"{stem}.png", _png_bytes(image)))
         files.append((folder / f"{stem}.txt", (caption + "\n").encode("utf-8")))
+    return _write_files(folder, files, overwrite, "demo data")
+
+
+def make_shapes_dataset(
+    folder: Path, concept: str = "purple star", n: int = 8, size: int = 32, seed: int = 0, *, overwrite: bool = False
+) -> Path:
+    """Write ``n`` pictures ``shape-XX.png`` of ``concept`` (e.g. "purple star", see
+    :mod:`..shapes.draw`) in varied sizes, positions and backgrounds into ``folder``.
+
+    Each caption file holds only what is *not* the concept ("small, white background"), so a
+    ``[filewords]`` template never tells the model what to learn. Deterministic for the arguments;
+    existing files are treated as in :func:`make_demo_dataset`. Returns ``folder``.
+    """
+    from ..shapes.draw import draw_shape, filewords, parse_concept, random_spec
+
+    colour, shape = parse_concept(concept)
+    _check_size(n, size)
+    folder = Path(folder)
+    rng = random.Random(seed)
+    files: list[tuple[Path, bytes]] = []
+    for i in range(n):
+        spec = random_spec(rng, colour=colour, shape=shape)
+        stem = f"shape-{i:02d}"
+        files.append((folder / f"{stem}.png", _png_bytes(draw_shape(spec, size))))
+        files.append((folder / f"{stem}.txt", (filewords(spec) + "\n").encode("utf-8")))
+    return _write_files(folder, files, overwrite, "generated pictures")
+
+
+def _check_size(n: int, size: int) -> None:
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if size < 8 or size % 8:
+        raise ValueError(f"size must be a multiple of 8 (>= 8), got {size}")
+
+
+def _write_files(folder: Path, files: list[tuple[Path, bytes]], overwrite: bool, what: str) -> Path:
+    """Write ``files`` (path, bytes) atomically; identical files are left alone, different ones raise
+    :class:`FileExistsError` unless ``overwrite``."""
     if not overwrite:
         clashes = [p for p, data in files if p.exists() and (not p.is_file() or p.read_bytes() != data)]
         if clashes:
             raise FileExistsError(
-                f"{len(clashes)} file(s) in {str(folder)!r} differ from the demo data, e.g. "
+                f"{len(clashes)} file(s) in {str(folder)!r} differ from the {what}, e.g. "
                 f"{clashes[0].name!r}: choose an empty folder or pass overwrite=True."
             )
     folder.mkdir(parents=True, exist_ok=True)
