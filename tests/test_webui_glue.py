@@ -210,3 +210,145 @@ def test_forge_is_recognised_and_refused_with_a_way_out() -> None:
     assert glue.is_forge(["modules", "modules_forge", "modules_forge.main_entry"])
     assert not glue.is_forge(["modules", "modules.shared", "modules_forgery"])
     assert "python -m extension train" in glue.FORGE_MESSAGE
+
+
+# -- precision ------------------------------------------------------------------------------------
+
+
+def _unet_like() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(4, 32, 3), torch.nn.GroupNorm(8, 32), torch.nn.Linear(32, 32))
+
+
+def test_weights_dtype_is_what_the_weights_are_stored_in():
+    assert glue.weights_dtype(_unet_like().parameters()) == torch.float32  # --no-half
+    assert glue.weights_dtype(_unet_like().half().parameters()) == torch.float16  # the web UI's default
+    assert glue.weights_dtype(_unet_like().to(torch.bfloat16).parameters()) == torch.bfloat16
+    with pytest.raises(glue.HostModelError, match="no floating-point weights"):
+        glue.weights_dtype([torch.zeros(3, dtype=torch.long)])
+
+
+@pytest.mark.skipif(not glue.FP8_DTYPES, reason="this torch has no float8 dtypes")
+def test_fp8_weights_are_recognised_and_refused():
+    net = _unet_like().half()
+    for layer in (net[0], net[2]):  # what the web UI's "FP8 weight" does: Conv2d / Linear only
+        layer.to(glue.FP8_DTYPES[0])
+    dtype = glue.weights_dtype(net.parameters())
+    assert dtype == glue.FP8_DTYPES[0]
+    assert "FP8 weight" in glue.weights_dtype_problem(dtype)
+    assert glue.weights_dtype_problem(torch.float16) is None
+    assert glue.weights_dtype_problem(torch.float32) is None
+
+
+def test_hints_name_the_web_ui_flags():
+    assert "--no-half" in glue.FP32_HINT and "fp16" in glue.FP32_HINT
+    assert "--no-half-vae" in glue.vae_nan_hint(torch.float16)
+    assert "--no-half-vae" not in glue.vae_nan_hint(torch.float32)  # it would change nothing
+
+
+def test_the_training_schedule_is_the_models_original_one():
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    original = torch.cumprod(1 - betas, 0).float()
+    # what the web UI leaves in alphas_cumprod after a zero-terminal-SNR, downcast generation
+    rewritten = original.clone()
+    rewritten[-1] = 4.8973451890853435e-08
+    rewritten = rewritten.half()
+    schedule = glue.training_alphas_cumprod(rewritten, original)
+    assert schedule.dtype == torch.float32 and torch.equal(schedule, original)
+    schedule[0] = 0  # a copy: the host's tensor is not touched
+    assert original[0] > 0.99
+    assert torch.equal(glue.training_alphas_cumprod(original, None), original)  # no original kept
+
+
+# -- text settings --------------------------------------------------------------------------------
+
+HOST_MODES = ("None", "Ignore", "Original", "No norm")  # modules/sd_emphasis.py options
+
+
+def test_host_text_values():
+    assert glue.host_text_values("No norm", 2, HOST_MODES) == {
+        "emphasis": "No norm",
+        "CLIP_stop_at_last_layers": 2,
+    }
+    with pytest.raises(ValueError, match=r"'Strong'.*Original"):
+        glue.host_text_values("Strong", 1, HOST_MODES)
+    with pytest.raises(ValueError, match="at least 1"):
+        glue.host_text_values("Original", 0, HOST_MODES)
+
+
+def test_text_defaults_follow_the_host_settings():
+    opts = {"emphasis": "Ignore", "CLIP_stop_at_last_layers": 2}
+    assert glue.text_defaults(opts.get, HOST_MODES) == {"emphasis": "Ignore", "clip_skip": 2}
+    assert glue.text_defaults({"emphasis": "Odd", "CLIP_stop_at_last_layers": None}.get, HOST_MODES) == {}
+
+
+def test_overridden_restores_the_users_values_even_on_error():
+    data = {"emphasis": "Original", "other": 1}  # CLIP skip never set: the host reads its default
+    values = {"emphasis": "No norm", "CLIP_stop_at_last_layers": 2}
+    with pytest.raises(RuntimeError, match="boom"), glue.overridden(data, values):
+        assert data == {"emphasis": "No norm", "other": 1, "CLIP_stop_at_last_layers": 2}
+        raise RuntimeError("boom")
+    assert data == {"emphasis": "Original", "other": 1}
+    with glue.overridden(data, values):
+        data["emphasis"] = "Ignore"  # the user saved settings meanwhile
+    assert data == {"emphasis": "Ignore", "other": 1}
+
+
+# -- extra networks -------------------------------------------------------------------------------
+
+
+class HostLora:
+    """The rule of the web UI's Lora (networks.network_apply_weights), reduced to one delta per
+    network: a layer whose merged set differs from the wanted one is restored from its backup and
+    the wanted networks are merged again."""
+
+    def __init__(self):
+        self.loaded_networks: list[str] = []
+        self.deltas: dict[str, float] = {}
+
+    def load_networks(self, names):
+        self.loaded_networks[:] = names
+
+    def network_apply_weights(self, layer):
+        wanted = tuple(self.loaded_networks)
+        if getattr(layer, "network_current_names", ()) == wanted:
+            return
+        if getattr(layer, "network_weights_backup", None) is None:
+            layer.network_weights_backup = layer.weight.detach().clone()
+        layer.weight.copy_(layer.network_weights_backup)
+        for name in wanted:
+            layer.weight.add_(self.deltas[name])
+        layer.network_current_names = wanted
+
+
+def test_restore_checkpoint_weights_takes_merged_networks_off():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    own = [p.detach().clone() for p in model.parameters()]
+    lora = HostLora()
+    lora.deltas["x"] = 0.5
+    lora.load_networks(["x"])  # the last generation had <lora:x:1> in its prompt ...
+    for layer in model[:2]:
+        with torch.no_grad():
+            lora.network_apply_weights(layer)  # ... and merged it into the layers it ran through
+    assert not torch.equal(model[0].weight, own[0])
+    model[0].weight.requires_grad_(True)  # restoring must not trip over a trainable leaf
+    assert glue.lora_module({"networks": lora}) is lora
+    restored = glue.restore_checkpoint_weights(
+        model, clear_networks=lambda: lora.load_networks([]), apply_weights=lora.network_apply_weights
+    )
+    assert restored == 2  # cleared first: restoring with "x" still wanted would merge it again
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), own))
+    assert lora.loaded_networks == []  # the next forward of any layer merges nothing
+    assert (
+        glue.restore_checkpoint_weights(
+            model, clear_networks=lambda: None, apply_weights=lora.network_apply_weights
+        )
+        == 0
+    )
+
+
+def test_lora_module_is_the_builtin_extensions_networks():
+    assert glue.lora_module({}) is None
+    import types
+
+    assert glue.lora_module({"networks": types.ModuleType("networks")}) is None  # some other "networks"

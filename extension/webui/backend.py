@@ -5,8 +5,14 @@ hijacked text encoders (so emphasis, BREAK, chunking and embedding injection are
 trainable vectors are injected by registering a temporary host ``Embedding`` whose ``vec`` *is*
 our tensor, latents come from the loaded VAE, the loss inputs from ``apply_model``, previews from
 the host's txt2img processing. Everything the trainer changes on the host (parameter flags,
-attention optimization, VAE placement, temporary embeddings) is put back when :meth:`frozen`
-exits, and again by :meth:`restore`.
+attention optimization, VAE placement, temporary embeddings, text settings) is put back when
+:meth:`frozen` (or :meth:`text_settings`) exits, and again by :meth:`restore`.
+
+Training computes in the precision the trainer chose: text encoding and the denoiser run under the
+trainer's own autocast, never the web UI's (``devices.autocast()`` and the host's hijacked
+``apply_model`` would impose fp16 on CUDA); previews keep the web UI's own processing. Training
+always sees the checkpoint's own weights: whatever LoRA or hypernetwork the last generation (or a
+preview prompt) left active is taken off before the first step and after every preview.
 
 Only importable inside the web UI (``modules.*``); the host-free logic is in :mod:`.glue`.
 """
@@ -92,7 +98,10 @@ class HostBackend:
         self._embedder_by_key = dict(zip(keys, self._embedders))
 
         self.device = torch.device(devices.device)
-        self.dtype = devices.dtype_unet
+        # what the UNet's weights are stored in (--no-half: float32), not what the web UI casts to
+        self.dtype = glue.weights_dtype(model.model.diffusion_model.parameters())
+        self.fp32_hint = glue.FP32_HINT
+        self.vae_nan_hint = glue.vae_nan_hint(glue.weights_dtype(model.first_stage_model.parameters()))
         self.encoder_widths = {
             k: int(_token_table(e).weight.shape[1]) for k, e in self._embedder_by_key.items()
         }
@@ -100,7 +109,10 @@ class HostBackend:
         self.latent_channels = int(getattr(model, "latent_channels", 4))
         self.vae_scale_factor = 8
         self.noise_schedule = NoiseSchedule(
-            model.alphas_cumprod.detach().float().cpu().clone(), glue.prediction_type(model.parameterization)
+            glue.training_alphas_cumprod(
+                model.alphas_cumprod, getattr(model, "alphas_cumprod_original", None)
+            ),
+            glue.prediction_type(model.parameterization),
         )
         info = getattr(model, "sd_checkpoint_info", None)
         self.checkpoint_name = getattr(info, "model_name", None)
@@ -152,6 +164,9 @@ class HostBackend:
         )
         if low:
             problems.append(low)
+        weights = glue.weights_dtype_problem(self.dtype)
+        if weights:
+            problems.append(weights)
         if not self.is_current:
             problems.append(
                 "the web UI has loaded another checkpoint since this run was set up; start it again"
@@ -211,22 +226,32 @@ class HostBackend:
 
     # -- text --------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def text_settings(self, emphasis: str, clip_skip: int) -> Iterator[None]:
+        """The web UI's "Emphasis mode" and "Clip skip" settings set to the run's values inside (the
+        host's text encoders read them on every call); the user's values are back afterwards."""
+        shared, _, _ = _host()
+        from modules import sd_emphasis
+
+        values = glue.host_text_values(emphasis, clip_skip, [o.name for o in sd_emphasis.options])
+        with glue.overridden(shared.opts.data, values):
+            yield
+
     def encode_text(
         self,
         prompts: Sequence[str],
         embeddings: Mapping[str, VectorSet],
         sizes: Sequence[SizeConditioning] | None = None,
     ) -> Conditioning:
-        """Encode prompts through the host's own text encoders with ``embeddings`` injected."""
-        _, devices, _ = _host()
+        """Encode prompts through the host's own text encoders with ``embeddings`` injected, in the
+        caller's precision (no autocast of the web UI's own)."""
         prompts = list(prompts)
         if not prompts:
             raise ValueError("encode_text needs at least one prompt")
         self._inject(embeddings)
-        with devices.autocast():
-            if not self.is_sgm:
-                return Conditioning(self.model.cond_stage_model(prompts))
-            return self._encode_sdxl(prompts, sizes)
+        if not self.is_sgm:
+            return Conditioning(self.model.cond_stage_model(prompts))
+        return self._encode_sdxl(prompts, sizes)
 
     def _encode_sdxl(self, prompts: list[str], sizes: Sequence[SizeConditioning] | None) -> Conditioning:
         """What SDXL's conditioner computes, with gradients (it runs frozen embedders under no_grad)."""
@@ -320,7 +345,9 @@ class HostBackend:
     # -- the denoiser ------------------------------------------------------------------------------
 
     def denoise(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """The host denoiser's raw prediction (eps or v) at the discrete ``timesteps``."""
+        """The host denoiser's raw prediction (eps or v) at the discrete ``timesteps``, in the caller's
+        precision: the UNet is called below the web UI's hijacked ``apply_model`` (ldm) /
+        ``OpenAIWrapper.forward`` (sgm), which would enter ``devices.autocast()``."""
         _, devices, _ = _host()
         if cond.crossattn.shape[0] != x_t.shape[0]:
             raise ValueError(
@@ -332,23 +359,18 @@ class HostBackend:
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         crossattn = cond.crossattn.to(devices.device, self.dtype)
-        if self.is_sgm:
-            if "vector" not in cond.extra:
-                raise ValueError(
-                    "SDXL conditioning needs its 'vector' (pooled text + sizes); use encode_text"
-                )
-            c: dict[str, object] = {
-                "crossattn": crossattn,
-                "vector": cond.extra["vector"].to(devices.device, self.dtype),
-            }
-            if getattr(self.model, "is_sdxl_inpaint", False):
-                c["c_concat"] = [self._image_conditioning(x)]
-        else:
-            c = {"c_crossattn": [crossattn]}
+        if not self.is_sgm:  # ldm's DiffusionWrapper: what LatentDiffusion.apply_model calls
+            c: dict[str, object] = {"c_crossattn": [crossattn]}
             if self.model.model.conditioning_key == "hybrid":
                 c["c_concat"] = [self._image_conditioning(x)]
-        with devices.autocast():
-            return self.model.apply_model(x, t, c)
+            return self.model.model(x, t, **c)
+        if "vector" not in cond.extra:
+            raise ValueError("SDXL conditioning needs its 'vector' (pooled text + sizes); use encode_text")
+        if getattr(self.model, "is_sdxl_inpaint", False):
+            x = torch.cat([x, self._image_conditioning(x)], dim=1)
+        # what sgm's OpenAIWrapper.forward does
+        vector = cond.extra["vector"].to(devices.device, self.dtype)
+        return self.model.model.diffusion_model(x, timesteps=t, context=crossattn, y=vector)
 
     # -- previews ----------------------------------------------------------------------------------
 
@@ -377,11 +399,13 @@ class HostBackend:
         p.cached_c, p.cached_uc = [None, None], [None, None]
         saved = glue.save_fields(shared.state)
         try:
-            with torch.no_grad(), self._vae_on_device():
+            # the web UI's own precision for its own processing, whatever the caller's autocast
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False), self._vae_on_device():
                 processed = processing.process_images(p)
         finally:
             p.close()
             glue.restore_fields(shared.state, saved)
+            self.use_checkpoint_weights()  # a <lora:...> of the preview prompt stays merged otherwise
         if not processed.images:
             raise RuntimeError("the preview was not rendered (the job was interrupted)")
         return processed.images[0]
@@ -405,11 +429,28 @@ class HostBackend:
         try:
             for p in params:
                 p.requires_grad_(False)
+            self.use_checkpoint_weights()
             self._switch_attention()
             self._training = True
             yield
         finally:
             self.restore()
+
+    def use_checkpoint_weights(self) -> int:
+        """Take off whatever extra networks the last generation left in the model: the active
+        hypernetworks, and the LoRAs the built-in Lora extension merged into the weights (restored
+        from its own backups). Returns the number of layers restored."""
+        from modules.hypernetworks import hypernetwork
+
+        hypernetwork.load_hypernetworks([])
+        lora = glue.lora_module(sys.modules)
+        if lora is None:
+            return 0
+        return glue.restore_checkpoint_weights(
+            self.model,
+            clear_networks=lambda: lora.load_networks([]),
+            apply_weights=lora.network_apply_weights,
+        )
 
     def _switch_attention(self) -> None:
         from modules import sd_hijack, sd_hijack_optimizations  # noqa: F401  (fills the optimizer list)

@@ -7,9 +7,11 @@ can be checked on plain inputs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -129,6 +131,147 @@ def low_vram_problem(*, lowvram: bool, medvram: bool, medvram_sdxl: bool, is_sdx
         "between CPU and GPU during each forward pass, which backpropagation through the UNet does "
         f"not survive. Restart the web UI without {flag} to train (generation still works with it)."
     )
+
+
+# --------------------------------------------------------------------------- precision
+
+# What the loop shows when fp32 is chosen over a half-precision model (--no-half makes the web UI
+# keep the weights in float32; --precision full alone leaves them in float16).
+FP32_HINT = (
+    "start the web UI with --no-half (the model stays in float32, about twice the VRAM), "
+    "or choose precision fp16 or bf16"
+)
+FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
+
+
+def weights_dtype(params: Iterable[torch.Tensor]) -> torch.dtype:
+    """The dtype that holds most of the floating-point weights among ``params`` (the web UI may keep
+    some layers in another dtype, e.g. the norms of an FP8 model)."""
+    counts: dict[torch.dtype, int] = {}
+    for p in params:
+        if p.is_floating_point():
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    if not counts:
+        raise HostModelError("the loaded model's UNet has no floating-point weights; reload the checkpoint")
+    return max(counts, key=counts.__getitem__)
+
+
+def weights_dtype_problem(dtype: torch.dtype) -> str | None:
+    """Why the UNet's weight dtype cannot be trained through, or None."""
+    if dtype in FP8_DTYPES:
+        return (
+            "the loaded model's UNet is stored in FP8 (Settings > Optimizations > FP8 weight), which "
+            "training cannot compute through: set FP8 weight to Disable and reload the checkpoint"
+        )
+    return None
+
+
+def vae_nan_hint(vae_dtype: torch.dtype) -> str:
+    """How to avoid non-finite latents from the web UI's VAE running in ``vae_dtype``."""
+    if vae_dtype in (torch.float16, torch.bfloat16):
+        return (
+            "the VAE runs in half precision and overflowed: start the web UI with --no-half-vae, "
+            "or select a VAE made for fp16 in Settings > VAE"
+        )
+    return "the VAE already runs in float32: check that the image is not corrupt, or select another VAE"
+
+
+# --------------------------------------------------------------------------- noise schedule
+
+
+def training_alphas_cumprod(current: torch.Tensor, original: torch.Tensor | None) -> torch.Tensor:
+    """The model's own schedule as float32 on the CPU. The web UI rewrites ``alphas_cumprod`` for
+    sampling (zero terminal SNR, fp16 downcast: ``sd_models.apply_alpha_schedule_override``) and
+    keeps the loaded one as ``alphas_cumprod_original``; training must use that one."""
+    source = original if original is not None else current
+    return source.detach().float().cpu().clone()
+
+
+# --------------------------------------------------------------------------- text settings
+
+# TrainConfig field -> the web UI option (shared.opts) that txt2img's text conditioning reads.
+HOST_TEXT_OPTIONS = {"emphasis": "emphasis", "clip_skip": "CLIP_stop_at_last_layers"}
+
+
+def host_text_values(emphasis: str, clip_skip: int, known_modes: Sequence[str]) -> dict[str, object]:
+    """The web UI option values for a run's emphasis mode and CLIP skip; ValueError when unusable."""
+    if emphasis not in known_modes:
+        raise ValueError(
+            f"emphasis mode {emphasis!r} is not one the web UI has; use one of {', '.join(known_modes)}"
+        )
+    if int(clip_skip) != clip_skip or clip_skip < 1:
+        raise ValueError(f"CLIP skip {clip_skip!r} must be a whole number of at least 1 (1 = last layer)")
+    return {HOST_TEXT_OPTIONS["emphasis"]: emphasis, HOST_TEXT_OPTIONS["clip_skip"]: int(clip_skip)}
+
+
+def text_defaults(read: Callable[[str], object], known_modes: Sequence[str]) -> dict[str, object]:
+    """The tab's emphasis / CLIP skip defaults: the values txt2img uses now (``read`` gets an option);
+    a value that is not usable is left out, so the trainer's own default applies."""
+    out: dict[str, object] = {}
+    emphasis = read(HOST_TEXT_OPTIONS["emphasis"])
+    if emphasis in known_modes:
+        out["emphasis"] = emphasis
+    try:
+        clip_skip = int(read(HOST_TEXT_OPTIONS["clip_skip"]))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        clip_skip = 0
+    if clip_skip >= 1:
+        out["clip_skip"] = clip_skip
+    return out
+
+
+@contextlib.contextmanager
+def overridden(data: MutableMapping[str, object], values: Mapping[str, object]) -> Iterator[None]:
+    """``data`` (the web UI's ``opts.data``) with ``values`` inside; afterwards, even on error, each key
+    is given back its earlier value, or removed if it had none (the host then reads its default).
+    A key the user changed meanwhile (settings are not locked during a job) keeps the user's value."""
+    absent = object()
+    saved = {key: data.get(key, absent) for key in values}
+    try:
+        data.update(values)
+        yield
+    finally:
+        for key, old in saved.items():
+            if key in data and data[key] != values[key]:
+                continue
+            if old is absent:
+                data.pop(key, None)
+            else:
+                data[key] = old
+
+
+# --------------------------------------------------------------------------- extra networks
+
+
+def lora_module(loaded_modules: Mapping[str, ModuleType | None]) -> ModuleType | None:
+    """The web UI's built-in Lora extension (its ``networks`` module), or None when it is not loaded."""
+    module = loaded_modules.get("networks")
+    wanted = ("load_networks", "network_apply_weights", "loaded_networks")
+    return module if module is not None and all(hasattr(module, a) for a in wanted) else None
+
+
+def restore_checkpoint_weights(
+    root: torch.nn.Module,
+    *,
+    clear_networks: Callable[[], None],
+    apply_weights: Callable[[torch.nn.Module], None],
+) -> int:
+    """Put the checkpoint's own weights back where the web UI's Lora has merged networks into them.
+
+    The host merges a LoRA into a layer's weights on the layer's next forward and keeps it there
+    until a later generation asks for another set. So: first empty the host's set of active networks
+    (``clear_networks``), then run its ``apply_weights`` on each layer that still has networks merged
+    (``network_current_names``): with nothing wanted it restores the layer from its backup. Returns
+    how many layers were restored.
+    """
+    clear_networks()
+    restored = 0
+    with torch.no_grad():
+        for module in root.modules():
+            if getattr(module, "network_current_names", ()):
+                apply_weights(module)
+                restored += 1
+    return restored
 
 
 # --------------------------------------------------------------------------- attention

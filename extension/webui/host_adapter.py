@@ -114,10 +114,12 @@ class WebUIAdapter:
     def default_options(self) -> dict[str, object]:
         from modules import shared
 
-        from ..training.config import TrainConfig
+        from ..training.config import EMPHASIS_MODES, TrainConfig
 
         values = {s.key: getattr(shared.opts, s.key, s.default) for s in glue.SETTINGS}
         options = glue.options_from_settings(values, [f.name for f in dataclasses.fields(TrainConfig)])
+        # the run's Emphasis mode / CLIP skip start as what txt2img uses now (Settings > Stable Diffusion)
+        options.update(glue.text_defaults(lambda key: getattr(shared.opts, key, None), EMPHASIS_MODES))
         options.update(
             {
                 "model": self.model_label(),
