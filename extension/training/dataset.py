@@ -156,10 +156,12 @@ def _check(options: DatasetOptions) -> _Checked:
         else:
             readable.append(path)
     if not readable:
+        # only the images that failed are named: other files of a folder are never listed
+        unreadable = [item for item in skipped if item[0].suffix.lower() in IMAGE_EXTENSIONS]
         raise DatasetError(
             f"No readable images in dataset folder {str(folder)!r}: add png, jpg or webp images to it "
             f"(supported extensions: {', '.join(IMAGE_EXTENSIONS)})."
-            + (f" Skipped files:\n{_describe_skipped(skipped)}" if skipped else "")
+            + (f" Unreadable images:\n{_describe_skipped(unreadable)}" if unreadable else "")
         )
     if options.buckets:
         buckets = make_buckets(options.width, options.height, options.bucket_step, MAX_BUCKET_RATIO)
@@ -253,6 +255,7 @@ class TrainingDataset:
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
         seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> TrainingDataset:
         """Read the images and cache their latents through ``backend.encode_images``.
 
@@ -260,6 +263,8 @@ class TrainingDataset:
         ``None``); ``should_stop()`` returning true raises :class:`DatasetInterrupted`. ``seed`` seeds
         the one sample drawn per image in ``"once"`` mode. Unreadable images are skipped and listed in
         ``.skipped``; bad options raise :class:`DatasetError` before any image is decoded.
+        ``shard=(k, n)`` encodes only the images whose index is ``k`` modulo ``n`` (one training
+        process's share); :meth:`latent_entries` / :meth:`add_latent_entries` exchange the rest.
         """
         checked = _check(options)
         factor = int(backend.vae_scale_factor)
@@ -273,8 +278,8 @@ class TrainingDataset:
             path: caption_for(path, checked.caption_extension, word_regex, options.filename_join)
             for path in checked.candidates
         }
-        cache = LatentCache(options.latent_sampling, backend.latent_scale, torch.Generator().manual_seed(seed))
-        builder = _Builder(options, backend, cache, checked.buckets, factor)
+        cache = LatentCache(options.latent_sampling, backend.latent_scale, seed)
+        builder = _Builder(options, backend, cache, checked.buckets, factor, shard)
         skipped = list(checked.skipped)
         records: list[ImageRecord] = []
         total = len(checked.candidates)
@@ -302,6 +307,15 @@ class TrainingDataset:
             )
         skipped.sort(key=lambda item: item[0].name)
         return cls(options, name, records, checked.lines, cache, builder.weights, skipped, factor)
+
+    def latent_entries(self, shard: tuple[int, int]) -> dict:
+        """The cached latents of the images in ``shard`` (index ``k`` modulo ``n``)."""
+        k, n = shard
+        return self._cache.entries({i for i in range(len(self.records)) if i % n == k})
+
+    def add_latent_entries(self, entries: dict) -> None:
+        """Cached latents that another training process encoded."""
+        self._cache.add_entries(entries)
 
     # ------------------------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -446,9 +460,16 @@ class _Builder:
     """Streams images into the latent cache: decode, queue per bucket, encode in small batches."""
 
     def __init__(
-        self, options: DatasetOptions, backend: Backend, cache: LatentCache, buckets: list[Size], factor: int
+        self,
+        options: DatasetOptions,
+        backend: Backend,
+        cache: LatentCache,
+        buckets: list[Size],
+        factor: int,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.options = options
+        self.shard = shard
         self.backend = backend
         self.cache = cache
         self.bucket_sizes = buckets
@@ -470,8 +491,9 @@ class _Builder:
             if weight is None:
                 raise ImageReadError("fully transparent (alpha is 0 everywhere), nothing to train on")
             self.weights[index] = weight
-        pixels = to_pixels(apply_plan(flatten(decoded.rgb, decoded.alpha), plan))
-        self.queues.setdefault(bucket, []).append((index, pixels))
+        if index % self.shard[1] == self.shard[0]:  # another process encodes the others
+            pixels = to_pixels(apply_plan(flatten(decoded.rgb, decoded.alpha), plan))
+            self.queues.setdefault(bucket, []).append((index, pixels))
         self.paths[index] = path
         return ImageRecord(path, caption, caption_file, decoded.size, bucket, plan.crop_top_left)
 

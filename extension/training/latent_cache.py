@@ -2,8 +2,9 @@
 
 Three sampling modes (the web UI's names):
 
-* ``"once"``: one sample of the VAE posterior is drawn when caching (from a seeded generator) and
-  reused for the whole run.
+* ``"once"``: one sample of the VAE posterior is drawn when caching (from a generator seeded by
+  the run's seed and the image, so the sample does not depend on the order images are cached in)
+  and reused for the whole run.
 * ``"deterministic"``: the posterior mean, no sampling noise at all.
 * ``"random"``: the posterior (mean and std) is kept, and every use draws a fresh sample from the
   generator passed in. Unlike the web UI, the distribution lives on the CPU, not on the GPU.
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from ..backends.base import Backend
+from .loss import derive_seed
 
 SAMPLING_MODES = ("once", "deterministic", "random")
 
@@ -40,13 +42,12 @@ def encode_pixels(backend: Backend, pixels: torch.Tensor) -> tuple[torch.Tensor,
 class LatentCache:
     """Per (image index, flipped) latents in one of :data:`SAMPLING_MODES`, scaled on the way out."""
 
-    def __init__(self, mode: str, scale: float, generator: torch.Generator | None = None) -> None:
+    def __init__(self, mode: str, scale: float, seed: int = 0) -> None:
         if mode not in SAMPLING_MODES:
             raise ValueError(f"unknown latent sampling mode {mode!r}; expected one of {', '.join(SAMPLING_MODES)}")
         self.mode = mode
         self.scale = float(scale)
-        # Draws the single sample of "once" mode; seeded by the caller so caching is reproducible.
-        self._generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.seed = int(seed)  # seeds the single sample of "once" mode, per image
         self._values: dict[tuple[int, bool], torch.Tensor] = {}
         self._stds: dict[tuple[int, bool], torch.Tensor] = {}
 
@@ -62,13 +63,29 @@ class LatentCache:
         mean = mean.detach().float().cpu()
         std = std.detach().float().cpu()
         if self.mode == "once":
-            noise = torch.randn(mean.shape, generator=self._generator, dtype=torch.float32)
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "once", *key))
+            noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
             self._values[key] = ((mean + std * noise) * self.scale).contiguous()
         elif self.mode == "deterministic":
             self._values[key] = (mean * self.scale).contiguous()
         else:
             self._values[key] = mean.contiguous()
             self._stds[key] = std.contiguous()
+
+    def entries(self, indices: set[int] | None = None) -> dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor | None]]:
+        """The cached values (and stds in "random" mode) by (index, flipped), for ``indices`` or all."""
+        return {
+            key: (value, self._stds.get(key))
+            for key, value in self._values.items()
+            if indices is None or key[0] in indices
+        }
+
+    def add_entries(self, entries: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Take cached values made elsewhere (another training process), as :meth:`entries` gives them."""
+        for key, (value, std) in entries.items():
+            self._values[key] = value
+            if std is not None:
+                self._stds[key] = std
 
     def shape(self, index: int) -> torch.Size:
         """The latent shape ``(C, h, w)`` of image ``index``."""

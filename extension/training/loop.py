@@ -11,6 +11,7 @@ uninterrupted run exactly, with only the optimizer state saved.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from ..embedding import Embedding, load_embedding, load_optim_file, save_embeddi
 from ..schedule import LearnRateSchedule
 from .config import ConfigError, TrainConfig, effective_batch_size, embedding_fit_problems
 from .create import create_embedding, embedding_from_vectors, vectors_for_backend
+from .distributed import SINGLE, World
 from .logging import LogRow, TrainLogger
 from .loss import MicroBatch, ValidationSet, derive_seed, micro_batch_loss
 from .outputs import RunDirs, choose_run_dir, prune_snapshots, resume_state_path
@@ -217,7 +219,9 @@ class TrainingRun:
         callbacks: TrainCallbacks | None = None,
         should_stop: Callable[[], bool] | None = None,
         dataset=None,
+        world: World = SINGLE,
     ):
+        self.world = world
         self.config = config
         self.backend = backend
         self.cb = callbacks or TrainCallbacks()
@@ -299,22 +303,32 @@ class TrainingRun:
 
         config = self.config
 
-        def prepare(root: str | None):
+        world = self.world
+        shard = (world.rank, world.size)
+
+        def prepare(root: str | None, shard: tuple[int, int] = (0, 1)):
             return TrainingDataset.prepare(
                 config.dataset_options(root), self.backend, self.name,
-                progress=None if config.progress_bar else _no_progress,
-                should_stop=self.should_stop, seed=config.seed,
+                progress=None if config.progress_bar and world.is_main else _no_progress,
+                should_stop=self.should_stop, seed=config.seed, shard=shard,
             )  # fmt: skip
 
         try:
             if self.dataset is None:
-                self.dataset = prepare(None)
+                self.dataset = prepare(None, shard)
+                if world.distributed:  # every rank encoded its share; each gets all the latents
+                    for entries in world.all_gather_objects(self.dataset.latent_entries(shard)):
+                        self.dataset.add_latent_entries(entries)
             self.held_out = prepare(config.validation_data) if config.validation_every and config.validation_data else None
         except DatasetInterrupted:
             return False
         for path, why in getattr(self.dataset, "skipped", []):
             self.note(f"skipped {path}: {why}")
-        self.batch_size, clamp_warning = effective_batch_size(config, len(self.dataset) * config.repeats)
+        # the global batch (all processes together) is what the dataset and the clamp see
+        global_batch, clamp_warning = effective_batch_size(
+            dataclasses.replace(config, batch_size=config.batch_size * world.size), len(self.dataset) * config.repeats
+        )
+        self.batch_size = max(global_batch // world.size, 1)
         if clamp_warning and clamp_warning not in self.messages:
             self.note(clamp_warning)
         self.accumulation = config.grad_accumulation
@@ -329,6 +343,7 @@ class TrainingRun:
             k: start_vectors[k].detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
             for k in self.keys
         }
+        self.world.broadcast_(list(self.vectors.values()))  # identical on every rank from the start
         self.optimizer = torch.optim.AdamW(
             [self.vectors[k] for k in self.keys],
             lr=self.lr_schedule.rate_at(self.start_step),
@@ -338,7 +353,7 @@ class TrainingRun:
     def _prepare_validation(self) -> None:
         config = self.config
         self.validation = None
-        if config.validation_every:
+        if config.validation_every and self.world.is_main:
             self.validation = ValidationSet.build(
                 self.held_out if self.held_out is not None else self.dataset,
                 self.backend,
@@ -362,8 +377,17 @@ class TrainingRun:
     # -- outputs -----------------------------------------------------------------------------------
 
     def open_outputs(self) -> None:
-        """The run folder, logger and result: the first file-system writes happen here."""
+        """The run folder, logger and result: the first file-system writes happen here (rank 0 only)."""
         config = self.config
+        self.stream = self.dataset.micro_batches(
+            self.batch_size * self.world.size, config.seed, start=self.start_step * self.accumulation
+        )
+        if not self.world.is_main:
+            self.dirs = None
+            self.logger = _SilentLogger()
+            self.result = TrainResult(None, self.start_step, "completed", warnings=self.messages,
+                                      precision=self.precision.describe())  # fmt: skip
+            return
         continuing = self.source is not None
         reuse = config.resume or config.overwrite or continuing
         run_dir = choose_run_dir(
@@ -384,7 +408,6 @@ class TrainingRun:
             None, self.start_step, "completed", run_dir=self.dirs.root, warnings=self.messages,
             precision=self.precision.describe(),
         )  # fmt: skip
-        self.stream = self.dataset.micro_batches(self.batch_size, config.seed, start=self.start_step * self.accumulation)
 
     def model_context(self) -> contextlib.ExitStack:
         """The frozen model with the run's text settings and gradient checkpointing."""
@@ -400,7 +423,11 @@ class TrainingRun:
         for micro in range(self.accumulation):
             mb = draw_micro_batch(self.dataset, next(self.stream), self.backend, self.config.seed, step, micro)
             self.last_prompt = mb.prompts[0]
-            yield mb
+            yield self.world.share(mb)
+
+    def _stop_requested(self) -> bool:
+        asked = self.should_stop is not None and self.should_stop()
+        return self.world.any(asked, self.backend.device)
 
     def _clip_gradients(self, step: int) -> None:
         if self.clip_schedule is None:
@@ -438,7 +465,7 @@ class TrainingRun:
 
     def step(self, step: int) -> None:
         """One optimizer update made of ``accumulation`` micro-batches; raises :class:`_Stop` to end."""
-        if self.should_stop is not None and self.should_stop():
+        if self._stop_requested():
             raise _Stop("interrupted")
         lr = self.lr_schedule.rate_at(step)
         if lr is None:
@@ -451,11 +478,15 @@ class TrainingRun:
         self.last_good = {k: v.detach().clone() for k, v in self.vectors.items()}
         step_loss = accumulate_gradients(
             self.backend, self.name, self.vectors, self._micro_batches(step), self.accumulation,
-            autocast=self.autocast, scaler=self.scaler, should_stop=self.should_stop,
+            autocast=self.autocast, scaler=self.scaler,
+            # several processes agree on stopping at step boundaries only
+            should_stop=None if self.world.distributed else self.should_stop,
         )  # fmt: skip
         if step_loss is None:  # stop requested between micro-batches: drop the partial step
             self.optimizer.zero_grad(set_to_none=True)
             raise _Stop("interrupted")
+        self.world.average_gradients([self.vectors[k] for k in self.keys])
+        step_loss = self.world.average(step_loss)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         self._clip_gradients(step)
@@ -520,6 +551,8 @@ class TrainingRun:
         return self.optimizer.state_dict() if self.config.save_format == "pt" and len(self.keys) == 1 else None
 
     def save_snapshot(self, step: int) -> None:
+        if not self.world.is_main:
+            return
         path = Path(
             save_embedding(
                 self.make_embedding(f"{self.name}-{step}", step), self.dirs.snapshot(step), self.config.save_format,
@@ -538,6 +571,8 @@ class TrainingRun:
             self.cb.on_save(path)
 
     def preview(self, step: int, training_prompt: str) -> None:
+        if not self.world.is_main:
+            return
         from .preview import preview_request, save_preview
 
         files = save_preview(
@@ -553,8 +588,11 @@ class TrainingRun:
 
     # -- finish ------------------------------------------------------------------------------------
 
-    def save_final(self, step: int, with_state: bool) -> Path:
+    def save_final(self, step: int, with_state: bool) -> Path | None:
         emb = self.make_embedding(self.name, step)
+        if not self.world.is_main:
+            self.result.embedding = emb
+            return None
         path = Path(
             save_embedding(
                 emb, self.config.final_path(), self.config.save_format, overwrite=True,
@@ -577,7 +615,7 @@ class TrainingRun:
             self.cb.on_save(path)
         return path
 
-    def on_keyboard_interrupt(self) -> None:
+    def on_keyboard_interrupt(self) -> None:  # one process only: several processes stop by agreement
         self.result.reason = "interrupted"
         if self.updating:  # cut inside an optimizer update: back to the vectors of `steps_done`
             self._back_to_last_good()
@@ -602,7 +640,7 @@ class TrainingRun:
         plot = self.logger.plot()
         if plot is not None:
             result.files.append(plot)
-        if self.logger.csv_path.is_file():
+        if self.logger.csv_path is not None and self.logger.csv_path.is_file():
             result.files.append(self.logger.csv_path)
         result.message = _summary(result, self.config, self.precision)
         return result
@@ -640,6 +678,7 @@ def train(
     callbacks: TrainCallbacks | None = None,
     should_stop: Callable[[], bool] | None = None,
     dataset=None,
+    world: World = SINGLE,
 ) -> TrainResult:
     """Train the embedding ``config.name`` on ``backend``; see the module docstring.
 
@@ -647,12 +686,30 @@ def train(
     is written. ``embedding`` overrides where the vectors start (else: resume file, embedding
     file, or a new embedding from the init text). ``dataset`` may be a prepared
     ``TrainingDataset`` to reuse. Ctrl-C (KeyboardInterrupt) and ``should_stop()`` save the
-    current state and return with reason "interrupted".
+    current state and return with reason "interrupted". ``world`` is this process's place among
+    several data-parallel processes (see :mod:`.distributed`); only rank 0 writes files.
     """
     run = TrainingRun(
-        config, backend, embedding=embedding, callbacks=callbacks, should_stop=should_stop, dataset=dataset
-    )
+        config, backend, embedding=embedding, callbacks=callbacks, should_stop=should_stop, dataset=dataset,
+        world=world,
+    )  # fmt: skip
     return run.run()
+
+
+class _SilentLogger:
+    """The logger of ranks other than 0: they write nothing."""
+
+    history: tuple = ()
+    csv_path = None
+
+    def log(self, row: LogRow) -> None:
+        pass
+
+    def plot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 def _summary(result: TrainResult, config: TrainConfig, precision: Precision) -> str:
