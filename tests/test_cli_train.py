@@ -51,7 +51,7 @@ def test_train_command_trains_and_reports_where_files_went(tmp_path, data_dir, c
     # again without --resume/--overwrite: refused, nothing changed
     stamp = final.stat().st_mtime_ns
     assert main(train_args(tmp_path, data_dir, "--steps", "4")) == 2
-    assert "already exists; pass --resume" in capsys.readouterr().err
+    assert "already exists; set resume (--resume)" in capsys.readouterr().err
     assert final.stat().st_mtime_ns == stamp
     # continue it
     assert main(train_args(tmp_path, data_dir, "--steps", "4", "--batch-size", "2", "--grad-accumulation", "2",

@@ -344,7 +344,7 @@ def test_existing_embedding_is_never_overwritten_without_consent(tmp_path, data_
     backend = tiny("sd1")
     first = train(config(tmp_path, data_dir, max_steps=1), backend)
     stamp = first.embedding_path.stat().st_mtime_ns
-    with pytest.raises(ConfigError, match="already exists; pass --resume"):
+    with pytest.raises(ConfigError, match=r"already exists; set resume \(--resume\)"):
         train(config(tmp_path, data_dir, max_steps=1), backend)
     assert first.embedding_path.stat().st_mtime_ns == stamp
     again = train(config(tmp_path, data_dir, max_steps=2, overwrite=True, validation_every=1), backend)

@@ -81,9 +81,17 @@ class BenchSettings:
             problems.append(
                 f"size {self.size} is not a multiple of 8; use e.g. {max(8, round(self.size / 8) * 8)}"
             )
-        from ..training.config import PRECISIONS
+        from ..limits import vectors_problem
+        from ..training.config import PRECISIONS, size_problems
 
         if self.precision not in PRECISIONS:
+        if isinstance(self.size, int) and isinstance(self.vectors, int):  # the trainer's own limits
+            problems += size_problems(self.size, self.size) + [p for p in [vectors_problem(self.vectors)] if p]
+        for key, high in (("steps", 100_000), ("warmup", 100_000), ("images", 10_000), ("batch_size", 1024),
+                          ("grad_accumulation", 10_000), ("threads", 1024)):  # fmt: skip
+            value = getattr(self, key)
+            if isinstance(value, int) and value > high:
+                problems.append(f"{key} must be at most {high}, got {value}")
             problems.append(f"precision {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
         if problems:
             raise BenchError("invalid benchmark settings: " + "; ".join(problems))

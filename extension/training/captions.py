@@ -7,6 +7,7 @@ as the web UI does), then optionally reduced to the matches of a word regex join
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import torch
 
 from .images import DatasetError
 
+# Longer captions are cut (with a warning before training): every 75 tokens of a prompt cost one
+# more text-encoder pass per step, and a megabyte of caption makes each step crawl.
+MAX_CAPTION_CHARS = 2000
 _LEADING_NUMBERS = re.compile(r"^[-\d]+\s*")
 _EXTENSION = re.compile(r"^\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
@@ -52,10 +56,15 @@ def caption_from_filename(
     return text
 
 
-def read_caption_file(path: Path) -> str:
-    """A caption file's text: UTF-8 (BOM allowed), lines stripped and joined by single spaces."""
-    raw = Path(path).read_text(encoding="utf-8-sig")
-    return " ".join(line.strip() for line in raw.splitlines() if line.strip())
+def read_caption_file(path: Path, limit: int = MAX_CAPTION_CHARS) -> str:
+    """A caption file's text: UTF-8 (BOM allowed), lines stripped and joined by single spaces, cut
+    to ``limit`` characters (the rest of a longer file is never read)."""
+    cap = limit * 4 + 4  # enough UTF-8 bytes for ``limit`` characters and a BOM
+    with open(path, "rb") as fh:
+        data = fh.read(cap)
+    # a cut inside the last character is dropped; invalid bytes raise UnicodeDecodeError
+    raw = codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=len(data) < cap)
+    return " ".join(line.strip() for line in raw.splitlines() if line.strip())[:limit].rstrip()
 
 
 def caption_for(

@@ -6,15 +6,19 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..backends.base import Backend
-from ..embedding.names import sanitize_name
-from .precision import PRECISIONS, bf16_native, precision_problem, resolve_name
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
+# No torch at import time: the CLI builds its parsers from this module, and `--help` and argument
+# errors must be instant. Torch-using modules (precision, names, dataset) are imported where needed.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # the names .precision accepts (a test checks they agree)
 CLIP_MODES = ("none", "value", "norm")
 SAVE_FORMATS = ("safetensors", "pt")
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
@@ -22,6 +26,31 @@ LATENT_SAMPLING = ("once", "deterministic", "random")
 SIZE_FOR_CHECKS = 512  # the size option checks assume before the model is known
 SDXL_NATIVE = 1024
 SDXL_SMALLEST = 768  # below this SDXL training gets a warning
+
+# Sizes (one rule for the CLI, the API, the tab and the benchmark): an image side above MAX_SIDE or
+# an area above MAX_PIXELS (4x SDXL's native 1024x1024) is refused before any work; a size that big
+# would only exhaust the memory of the machine (and take the web UI down with it).
+MAX_SIDE = 4096
+MAX_PIXELS = 2048 * 2048
+_UNBOUNDED = sys.maxsize
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+MIN_SEED = -(2**63)
+# option -> (lowest, highest, what it means); values outside are refused with this text
+NUMBER_LIMITS: dict[str, tuple[int, int, str]] = {
+    "max_steps": (1, 10_000_000, ""),
+    "batch_size": (1, 1024, ""),
+    "grad_accumulation": (1, 10_000, ""),
+    "repeats": (1, 10_000, " (times each image appears per epoch)"),
+    "bucket_step": (8, MAX_SIDE, " (a multiple of 8)"),
+    "save_every": (0, _UNBOUNDED, " (0 = off)"),
+    "keep_snapshots": (0, _UNBOUNDED, " (0 = keep all)"),
+    "preview_every": (0, _UNBOUNDED, " (0 = off)"),
+    "preview_steps": (1, 1000, " (sampling steps; the models have 1000 timesteps)"),
+    "validation_every": (0, _UNBOUNDED, " (0 = off)"),
+    "validation_images": (1, 10_000, ""),
+    "validation_timesteps": (1, 1000, " (the models have 1000 timesteps)"),
+    "clip_skip": (1, 12, " (1 = last layer; CLIP has 12)"),
+}
 
 # TOML tables whose keys are field names with a prefix ("[preview] every = 50" -> preview_every)
 _TABLE_PREFIX = {"dataset": "", "training": "", "output": "", "preview": "preview_", "validation": "validation_"}
@@ -208,6 +237,8 @@ class TrainConfig:
     def resolved_precision(self, device_type: str, bf16_supported: bool = False) -> str:
         """"fp32", "fp16" or "bf16" for ``device_type``: "auto" is bf16 on CUDA GPUs that compute it
         natively, else fp16 on CUDA, and fp32 elsewhere (see :mod:`.precision`)."""
+        from .precision import resolve_name
+
         return resolve_name(self.precision, device_type, bf16_supported)
 
     def with_model_size(self, backend: Backend) -> tuple[TrainConfig, list[str]]:
@@ -229,123 +260,164 @@ class TrainConfig:
         return final_embedding_path(Path(self.embeddings_dir), self.name, self.save_format)
 
     def validate(self, backend: Backend | None = None) -> list[str]:
-        """Check every option without touching the file system; returns warnings.
+        """Check every option, reading (never writing) the file system; returns warnings.
 
         Raises :class:`ConfigError` naming every problem and its fix. With ``backend`` the checks
         that need the model run too (precision on the device, the width of an embedding file).
         """
-        problems: list[str] = []
+        from ..limits import name_problem, vectors_problem
+
+        problems: list[str] = [p for p in (name_problem(self.name), vectors_problem(self.vectors)) if p]
         warnings: list[str] = []
-        p = problems.append
-
-        # --- name and files
-        if not self.name:
-            p("no embedding name; pass --name NAME")
-        elif sanitize_name(self.name) != self.name:
-            p(
-                f"embedding name {self.name!r} is not a safe file name; use only letters, digits and "
-                f"'._- ' (e.g. {sanitize_name(self.name)!r})"
-            )
         if self.save_format not in SAVE_FORMATS:
-            p(f"save_format {self.save_format!r} is unknown; use one of {', '.join(SAVE_FORMATS)}")
-        elif self.name and sanitize_name(self.name) == self.name:
-            final = self.final_path()
-            in_place = bool(self.embedding_file) and _same_file(Path(self.embedding_file), final)
-            if self.resume and self.embedding_file and not in_place:
-                p("--resume and --embedding-file both given; use one (resume continues the embedding in the embeddings folder)")
-            elif self.resume and not final.is_file():
-                p(f"nothing to resume: {final} does not exist; drop --resume to start a new embedding")
-            elif final.exists() and not (self.resume or self.overwrite or in_place):
-                p(f"{final} already exists; pass --resume to continue training it or --overwrite to replace it")
+            problems.append(f"save_format {self.save_format!r} is unknown; use one of {', '.join(SAVE_FORMATS)}")
+        elif not problems:
+            problems.extend(target_problems(self))
         if self.embedding_file and not Path(self.embedding_file).is_file():
-            p(f"embedding file {self.embedding_file} does not exist; check the path")
-
-        # --- dataset
-        dataset_ok = False
-        if not self.data:
-            p("no dataset folder; pass --data DIR (a folder of images)")
-        else:
-            data = Path(self.data)
-            if not data.is_dir():
-                p(f"dataset folder {data} does not exist or is not a folder; check --data")
-            elif not _count_images(data):
-                p(f"dataset folder {data} has no images (png, jpg, webp); add some or check --data")
-            else:
-                dataset_ok = True
-                n_examples = _count_images(data) * max(self.repeats, 1)
-                if self.batch_size > n_examples:
-                    msg = (
-                        f"batch size {self.batch_size} is larger than the dataset "
-                        f"({n_examples} examples per epoch)"
-                    )
-                    if self.clamp_batch:
-                        warnings.append(f"{msg}; clamped to {n_examples}")
-                    else:
-                        p(f"{msg}; lower --batch-size or pass --clamp-batch")
-        for key in ("width", "height"):
-            value = getattr(self, key)
-            if value and (value < 8 or value % 8):
-                p(
-                    f"{key} {value} is not a positive multiple of 8; use e.g. {max(8, round(value / 8) * 8)} "
-                    "(0 = the model's native size)"
-                )
-        for key in ("preview_width", "preview_height"):
-            value = getattr(self, key)
-            if value and (value < 0 or value % 8):
-                p(f"{key} {value} is not a multiple of 8; use e.g. {max(8, round(value / 8) * 8)} (0 = training size)")
-        if self.repeats < 1:
-            p(f"repeats {self.repeats} must be at least 1")
-        if not 0.0 <= self.tag_dropout <= 1.0:
-            p(f"tag_dropout {self.tag_dropout} must be between 0 and 1")
-        if not 0.0 <= self.flip_probability <= 1.0:
-            p(f"flip_probability {self.flip_probability} must be between 0 and 1")
-        if self.latent_sampling not in LATENT_SAMPLING:
-            p(f"latent_sampling {self.latent_sampling!r} is unknown; use one of {', '.join(LATENT_SAMPLING)}")
-        if dataset_ok and not problems:  # template, regex and image headers (reads only)
-            problems.extend(self._dataset_problems(self.data))
-        if self.validation_data and not Path(self.validation_data).is_dir():
-            p(f"validation folder {self.validation_data} does not exist; check --validation-data (empty = training set)")
-
-        # --- optimisation
-        for key in ("max_steps", "batch_size", "grad_accumulation", "vectors", "validation_images", "validation_timesteps"):
-            if getattr(self, key) < 1:
-                p(f"{key} {getattr(self, key)} must be at least 1")
-        for key in ("save_every", "preview_every", "validation_every", "preview_steps"):
-            if getattr(self, key) < 0:
-                p(f"{key} {getattr(self, key)} must be 0 (off) or positive")
-        if self.weight_decay < 0:
-            p(f"weight_decay {self.weight_decay} must not be negative")
-        problems.extend(_schedule_problem("learn_rate", self.learn_rate, max(self.max_steps, 1)))
-        if self.clip_grad not in CLIP_MODES:
-            p(f"clip_grad {self.clip_grad!r} is unknown; use one of {', '.join(CLIP_MODES)}")
-        elif self.clip_grad != "none":
-            problems.extend(
-                _schedule_problem("clip_grad_value", self.clip_grad_value, max(self.max_steps, 1), allow_zero=True)
-            )
-        if self.precision not in PRECISIONS:
-            p(f"precision {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
-        if self.emphasis not in EMPHASIS_MODES:
-            p(f"emphasis {self.emphasis!r} is unknown; use one of {', '.join(EMPHASIS_MODES)}")
-        if self.clip_skip < 1:
-            p(f"clip_skip {self.clip_skip} must be at least 1 (1 = last layer)")
-
-        # --- model-dependent
+            problems.append(f"embedding file {self.embedding_file} does not exist; check the path")
+        if self.device:
+            problems.extend(p for p in [device_problem(self.device)] if p)
+        problems.extend(self._size_problems())
+        problems.extend(self._number_problems())
+        problems.extend(self._choice_problems())
+        problems.extend(self._folder_problems(warnings, problems))
         if backend is not None:
-            if self.precision in PRECISIONS:
-                problem = precision_problem(
-                    self.precision, backend.device.type, bf16_is_native=bf16_native(backend.device),
-                    weight_dtype=backend.dtype, fp32_hint=getattr(backend, "fp32_hint", ""),
-                )  # fmt: skip
-                if problem:
-                    p(problem)
-            if self.embedding_file and Path(self.embedding_file).is_file():
-                problems.extend(_embedding_file_problems(Path(self.embedding_file), backend))
-            elif self.resume and self.save_format in SAVE_FORMATS and self.name and self.final_path().is_file():
-                problems.extend(_embedding_file_problems(self.final_path(), backend))
-
+            problems.extend(self._model_problems(backend))
         if problems:
             raise ConfigError(problems)
         return warnings
+
+    def _size_problems(self) -> list[str]:
+        problems = []
+        for key in ("width", "height", "preview_width", "preview_height"):
+            value = getattr(self, key)
+            if value and (value < 8 or value % 8):
+                zero = "the training size" if key.startswith("preview") else "the model's native size"
+                problems.append(
+                    f"{key} {value} is not a positive multiple of 8; use e.g. "
+                    f"{min(MAX_SIDE, max(8, round(value / 8) * 8))} (0 = {zero})"
+                )
+        problems.extend(size_problems(self.width, self.height))
+        preview = (self.preview_width or self.width, self.preview_height or self.height)
+        problems.extend(size_problems(*preview, what="preview"))
+        return problems
+
+    def _number_problems(self) -> list[str]:
+        problems = []
+        for key, (low, high, meaning) in NUMBER_LIMITS.items():
+            value = getattr(self, key)
+            if value < low:
+                problems.append(f"{key} {value} must be at least {low}{meaning}")
+            elif value > high:
+                problems.append(f"{key} {value} must be at most {high}{meaning}")
+        for key in ("tag_dropout", "flip_probability"):
+            if not 0.0 <= getattr(self, key) <= 1.0:  # also refuses NaN
+                problems.append(f"{key} {getattr(self, key)} must be between 0 and 1")
+        if not 0.0 <= self.weight_decay < math.inf:
+            problems.append(f"weight_decay {self.weight_decay} must be a finite number, 0 or more")
+        if not math.isfinite(self.preview_cfg_scale):
+            problems.append(f"preview_cfg_scale {self.preview_cfg_scale} must be a finite number (e.g. 7)")
+        if not MIN_SEED <= self.seed <= MAX_SEED:
+            problems.append(f"seed {self.seed} must be between {MIN_SEED} and {MAX_SEED}")
+        if not (self.preview_seed == -1 or MIN_SEED <= self.preview_seed <= MAX_SEED):
+            problems.append(f"preview_seed {self.preview_seed} must be -1 (the training seed) or a seed up to {MAX_SEED}")
+        problems.extend(_schedule_problem("learn_rate", self.learn_rate, max(self.max_steps, 1)))
+        if self.clip_grad in CLIP_MODES and self.clip_grad != "none":
+            problems.extend(
+                _schedule_problem("clip_grad_value", self.clip_grad_value, max(self.max_steps, 1), allow_zero=True)
+            )
+        return problems
+
+    def _choice_problems(self) -> list[str]:
+        problems = []
+        for key, choices in (("latent_sampling", LATENT_SAMPLING), ("clip_grad", CLIP_MODES),
+                             ("precision", PRECISIONS), ("emphasis", EMPHASIS_MODES)):  # fmt: skip
+            if getattr(self, key) not in choices:
+                problems.append(f"{key} {getattr(self, key)!r} is unknown; use one of {', '.join(choices)}")
+        if self.template and _looks_like_path(self.template):
+            problems.extend(_small_text_file_problems(Path(self.template), "template"))
+        return problems
+
+    def _folder_problems(self, warnings: list[str], found: list[str]) -> list[str]:
+        """The training folder and the held-out validation folder: both exist and hold images, the
+        batch fits, the latent cache fits in memory; then (only when all else is fine) the template,
+        regex and image headers are read."""
+        problems: list[str] = []
+        if not self.data:
+            problems.append("no dataset folder; pass --data DIR (a folder of images)")
+        n_images = _folder_images_problem(self.data, "dataset folder", "--data", problems) if self.data else 0
+        n_held_out = 0
+        if self.validation_data:
+            n_held_out = _folder_images_problem(
+                self.validation_data, "validation folder", "--validation-data (empty = the training set)", problems
+            )
+        if n_images:
+            n_examples = n_images * max(self.repeats, 1)
+            if self.batch_size > n_examples:
+                msg = f"batch size {self.batch_size} is larger than the dataset ({n_examples} examples per epoch)"
+                if self.clamp_batch:
+                    warnings.append(f"{msg}; clamped to {n_examples}")
+                else:
+                    problems.append(f"{msg}; lower --batch-size or pass --clamp-batch")
+        if problems or found:
+            return problems
+        problems.extend(self._memory_problems(n_images + n_held_out, warnings))
+        for folder in [self.data, *([self.validation_data] if self.validation_data else [])]:
+            problems.extend(self._dataset_problems(folder))
+        if not problems:
+            warnings.extend(self._image_warnings())
+        return problems
+
+    def _memory_problems(self, n_images: int, warnings: list[str]) -> list[str]:
+        """The latent cache lives in RAM: refuse one that cannot fit, warn about one that nearly does."""
+        need = latent_cache_bytes(n_images, self.width or SIZE_FOR_CHECKS, self.height or SIZE_FOR_CHECKS,
+                                  flips=self.flip_probability > 0)  # fmt: skip
+        have = physical_memory_bytes()
+        if not have or need <= have // 2:
+            return []
+        what = (
+            f"caching the latents of {n_images} images at {self.width or SIZE_FOR_CHECKS}x"
+            f"{self.height or SIZE_FOR_CHECKS}{' with flips' if self.flip_probability > 0 else ''} "
+            f"needs about {_bytes(need)} of RAM; this machine has {_bytes(have)}"
+        )
+        if need > have * 0.9:
+            return [f"{what}: lower --width/--height, use fewer images or no flips"]
+        warnings.append(f"{what}: training may swap; lower --width/--height if it does")
+        return []
+
+    def _image_warnings(self) -> list[str]:
+        """Images the training size makes much bigger (blurry) and captions too long to use whole."""
+        from .captions import MAX_CAPTION_CHARS
+        from .images import image_size_notes
+
+        size = (self.width or SIZE_FOR_CHECKS, self.height or SIZE_FOR_CHECKS)
+        notes = image_size_notes(Path(self.data), size)
+        long = _long_captions(Path(self.data), self.caption_extension, MAX_CAPTION_CHARS)
+        if long:
+            shown = ", ".join(f"{p.name} ({n:,} bytes)" for p, n in long[:3])
+            more = f" and {len(long) - 3} more" if len(long) > 3 else ""
+            notes.append(
+                f"{len(long)} caption file(s) are longer than {MAX_CAPTION_CHARS} characters: {shown}{more}; only "
+                f"the first {MAX_CAPTION_CHARS} characters are used (every 75 tokens cost one more text-encoder pass)"
+            )
+        return [n for n in notes if n]
+
+    def _model_problems(self, backend: Backend) -> list[str]:
+        from .precision import bf16_native, precision_problem
+
+        problems = []
+        if self.precision in PRECISIONS:
+            problem = precision_problem(
+                self.precision, backend.device.type, bf16_is_native=bf16_native(backend.device),
+                weight_dtype=backend.dtype, fp32_hint=getattr(backend, "fp32_hint", ""),
+            )  # fmt: skip
+            if problem:
+                problems.append(problem)
+        if self.embedding_file and Path(self.embedding_file).is_file():
+            problems.extend(_embedding_file_problems(Path(self.embedding_file), backend))
+        elif self.resume and self.save_format in SAVE_FORMATS and self.name and self.final_path().is_file():
+            problems.extend(_embedding_file_problems(self.final_path(), backend))
+        return problems
 
     def _dataset_problems(self, folder: str) -> list[str]:
         from .dataset import DatasetError, check_options
@@ -412,11 +484,126 @@ def _schedule_problem(key: str, text: str, max_steps: int, *, allow_zero: bool =
     return []
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def size_problems(width: int, height: int, *, what: str = "training") -> list[str]:
+    """Why ``width`` x ``height`` is too big to train (or preview) at: per side and in total (0 = the
+    model's native size, always fine). The one size rule of the CLI, the API, the tab and the benchmark."""
+    problems = []
+    sides = [(key, value) for key, value in (("width", width), ("height", height)) if value > MAX_SIDE]
+    for key, value in sides:
+        problems.append(
+            f"{what} {key} {value} is larger than {MAX_SIDE} px; use at most {MAX_SIDE} (0 = the model's native size)"
+        )
+    if not sides and width * height > MAX_PIXELS:
+        problems.append(
+            f"{what} size {width}x{height} = {width * height} pixels is more than {MAX_PIXELS} (2048x2048, 4x "
+            f"SDXL's native 1024x1024) and would exhaust the memory; lower the width or height"
+        )
+    return problems
+
+
+def latent_cache_bytes(n_images: int, width: int, height: int, *, flips: bool = False, channels: int = 4) -> int:
+    """RAM the cached latents of ``n_images`` take (float32 mean and std per image, twice with flips)."""
+    cells = (width // 8) * (height // 8)
+    return n_images * (2 if flips else 1) * 2 * channels * cells * 4
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM, or None where the OS does not say."""
     try:
-        return a.resolve() == b.resolve()
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why torch cannot use ``device`` here (a message with the fix), or None."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        return f"device {device!r} is not a torch device ({str(exc).splitlines()[0]}); use cpu, cuda or cuda:N"
+    if dev.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            return (
+                f"device {device!r}: this torch ({torch.__version__}) is a CPU-only build; use --device cpu, or "
+                "install a CUDA build of torch"
+            )
+        if not torch.cuda.is_available():
+            return f"device {device!r}: no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES); use --device cpu"
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            return f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            return f"device {device!r}: Apple's MPS is not available here; use --device cpu"
+    elif dev.type != "cpu":
+        return f"device {device!r}: only cpu, cuda[:N] and mps are supported"
+    return None
+
+
+def target_problems(config: TrainConfig) -> list[str]:
+    """Whether the embedding to write may be written (see :mod:`.target`)."""
+    from .target import target_problems as problems
+
+    return problems(config)
+
+
+def _folder_images_problem(folder: str, what: str, flag: str, problems: list[str]) -> int:
+    """The number of images in ``folder``; a problem is added when it is not a folder of images."""
+    path = Path(folder)
+    if not path.is_dir():
+        problems.append(f"{what} {folder} does not exist or is not a folder; check {flag}")
+        return 0
+    n = _count_images(path)
+    if not n:
+        problems.append(f"{what} {folder} has no images (png, jpg, webp); add some or check {flag}")
+    return n
+
+
+def _looks_like_path(text: str) -> bool:
+    path = Path(text)
+    return path.suffix != "" or len(path.parts) > 1
+
+
+MAX_TEXT_FILE_BYTES = 1024 * 1024  # a template is a few lines of prompts
+
+
+def _small_text_file_problems(path: Path, what: str) -> list[str]:
+    """A file read whole as text (a template) must be a small regular file."""
+    try:
+        size = path.expanduser().stat().st_size
     except OSError:
-        return False
+        return []  # missing: the dataset check says so, with the template names
+    if size > MAX_TEXT_FILE_BYTES:
+        return [f"{what} file {path} is {size // 1024} KiB; a {what} is a text file of a few prompt lines (at most 1 MiB)"]
+    return []
+
+
+def _long_captions(folder: Path, extension: str, limit: int) -> list[tuple[Path, int]]:
+    """Caption files of ``folder`` whose text is longer than ``limit`` characters, with their size in bytes."""
+    from .captions import normalise_extension, read_caption_file
+    from .images import IMAGE_EXTENSIONS, DatasetError
+
+    try:
+        ext = normalise_extension(extension)
+        images = [f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+    except (OSError, DatasetError):
+        return []
+    long = []
+    for image in sorted(images):
+        caption = image.with_suffix(ext)
+        try:
+            if caption.is_file() and caption.stat().st_size > limit:
+                if len(read_caption_file(caption, limit=limit + 1)) > limit:
+                    long.append((caption, caption.stat().st_size))
+        except (OSError, UnicodeDecodeError):
+            continue  # reported by the dataset check
+    return long
 
 
 def _count_images(folder: Path) -> int:

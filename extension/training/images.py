@@ -11,7 +11,10 @@ Every image ends up as 8-bit RGB plus an optional 8-bit alpha channel:
   dropping the alpha channel (what the web UI does) trains on whatever colour happens to sit under the
   transparent pixels, often black or garbage.
 
-Decompression bombs (more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``) are refused before decoding.
+Big photos are reduced while decoding (JPEG decodes at 1/2, 1/4 or 1/8 scale, others are box-reduced)
+to at least :data:`KEEP_SIDE` px on the shorter side, which still covers any training size. Only
+images above :data:`MAX_DECODE_PIXELS` are refused, from their header, before decoding: such sizes
+are what decompression bombs claim, and would take gigabytes to decode.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 FLATTEN_BACKGROUND = (255, 255, 255)
 RESAMPLE = Image.Resampling.LANCZOS
+MAX_DECODE_PIXELS = 150_000_000  # about 12000x12000: 450 MB as 8-bit RGB; bigger headers are refused
+KEEP_SIDE = 4096  # reduced images keep at least this shorter side (the largest training side)
+BIG_PIXELS = 40_000_000  # above this, a note says that pre-shrunk copies would load faster
+UPSCALE_NOTE = 2.0  # images enlarged more than this for the training size get a note
 
 
 class DatasetError(ValueError):
@@ -89,57 +96,118 @@ def scan_folder(folder: Path, caption_extension: str = ".txt") -> tuple[list[Pat
     return images, skipped
 
 
-def _pixel_limit() -> int | None:
-    limit = Image.MAX_IMAGE_PIXELS
-    return int(limit) if limit else None
-
-
 def _check_bomb(image: Image.Image) -> None:
-    limit = _pixel_limit()
-    pixels = image.size[0] * image.size[1]
-    if limit is not None and pixels > limit:
+    width, height = image.size
+    if width * height > MAX_DECODE_PIXELS:
         raise ImageReadError(
-            f"refused as a possible decompression bomb: {image.size[0]}x{image.size[1]} = {pixels} pixels "
-            f"exceeds the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS); downscale the image"
+            f"refused: {width}x{height} = {width * height / 1e6:.0f} million pixels is more than the "
+            f"{MAX_DECODE_PIXELS / 1e6:.0f} million this trainer decodes (about {width * height * 3 / 2**30:.1f} GiB "
+            "as RGB; a header this big is what a decompression bomb looks like); save a smaller copy, e.g. "
+            f"at most {KEEP_SIDE * 2} px per side"
         )
+
+
+def _open_refusal(exc: Exception) -> ImageReadError:
+    """Pillow's own bomb check fires above twice its MAX_IMAGE_PIXELS, before ours can."""
+    return ImageReadError(f"refused: {exc} - save a smaller copy, e.g. at most {KEEP_SIDE * 2} px per side")
 
 
 def probe_image(path: Path) -> tuple[int, int]:
     """Open only the header of ``path``: its stored (width, height). Raises :class:`ImageReadError`."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             with Image.open(path) as image:
                 _check_bomb(image)
                 return image.size
     except ImageReadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"refused as a possible decompression bomb ({exc})") from exc
+    except Image.DecompressionBombError as exc:
+        raise _open_refusal(exc) from exc
     except UnidentifiedImageError as exc:
         raise ImageReadError("not a readable image (unknown or corrupt format)") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"cannot be read: {exc}") from exc
 
 
-def decode_image(path: Path) -> DecodedImage:
-    """Fully decode ``path`` into 8-bit RGB (+ alpha). Raises :class:`ImageReadError` with a reason."""
+def decode_image(path: Path, keep_side: int = KEEP_SIDE) -> DecodedImage:
+    """Fully decode ``path`` into 8-bit RGB (+ alpha), reduced to at least ``keep_side`` px on the
+    shorter side when bigger. Raises :class:`ImageReadError` with a reason."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
             with Image.open(path) as image:
                 _check_bomb(image)
-                image.load()
-                oriented = ImageOps.exif_transpose(image)
+                reduced = _load_reduced(image, keep_side)
+                oriented = ImageOps.exif_transpose(reduced)
                 return normalise_modes(oriented)
     except ImageReadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"refused as a possible decompression bomb ({exc})") from exc
+    except Image.DecompressionBombError as exc:
+        raise _open_refusal(exc) from exc
     except UnidentifiedImageError as exc:
         raise ImageReadError("not a readable image (unknown or corrupt format)") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageReadError(f"cannot be decoded: {exc}") from exc
+
+
+def reduction_factor(size: tuple[int, int], keep_side: int = KEEP_SIDE) -> int:
+    """The integer factor an image of ``size`` is reduced by so that its shorter side stays >= ``keep_side``."""
+    return max(1, min(size) // keep_side)
+
+
+def _load_reduced(image: Image.Image, keep_side: int) -> Image.Image:
+    """Decode ``image``, reduced by :func:`reduction_factor` (a JPEG decodes at the smaller scale directly)."""
+    factor = reduction_factor(image.size, keep_side)
+    if factor > 1 and image.format == "JPEG":
+        image.draft(image.mode, (image.size[0] // factor, image.size[1] // factor))
+    image.load()
+    factor = reduction_factor(image.size, keep_side)
+    if factor == 1:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode reduce() does not take (e.g. palette): resize does
+        size = (max(1, image.size[0] // factor), max(1, image.size[1] // factor))
+        return image.resize(size, Image.Resampling.BOX)
+
+
+def image_size_notes(folder: Path, size: tuple[int, int]) -> list[str]:
+    """Notes (before training) about the images of ``folder`` for the training ``size`` (w, h): those
+    enlarged more than :data:`UPSCALE_NOTE` times (they train blurry) and those so big that loading
+    them takes a while. Reads only headers."""
+    small: list[tuple[str, tuple[int, int], float]] = []
+    big: list[tuple[str, tuple[int, int]]] = []
+    try:
+        images, _ = scan_folder(folder)
+    except DatasetError:
+        return []
+    for path in images:
+        try:
+            w, h = probe_image(path)
+        except ImageReadError:
+            continue
+        scale = max(size[0] / w, size[1] / h)
+        if scale > UPSCALE_NOTE:
+            small.append((path.name, (w, h), scale))
+        elif w * h > BIG_PIXELS:
+            big.append((path.name, (w, h)))
+    notes = []
+    if small:
+        shown = ", ".join(f"{name} {w}x{h} (x{scale:.0f})" for name, (w, h), scale in small[:3])
+        more = f" and {len(small) - 3} more" if len(small) > 3 else ""
+        notes.append(
+            f"{len(small)} image(s) are much smaller than the training size {size[0]}x{size[1]} and are enlarged: "
+            f"{shown}{more}; they train blurry - use bigger images or a smaller width/height"
+        )
+    if big:
+        shown = ", ".join(f"{name} {w}x{h}" for name, (w, h) in big[:3])
+        more = f" and {len(big) - 3} more" if len(big) > 3 else ""
+        notes.append(
+            f"{len(big)} image(s) are very large ({shown}{more}): they are reduced while loading, which takes a "
+            "while; copies of at most 4096 px per side would load faster"
+        )
+    return notes
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
