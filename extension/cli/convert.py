@@ -6,19 +6,21 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image
+from ..limits import name_problem
+from .errors import describe_os_error
 
-from ..embedding import Embedding, EmbeddingFormatError, load_embedding, save_embedding
-from ..embedding.atomic import atomic_write_bytes
-from ..embedding.save import resolve_format, safetensors_metadata, webui_pt_object
-from ..png import NoPixelBandsWarning, embed_in_png, plain_card_image, save_png_card
-from ..png.card import payload_for
-from ..png.extract import MAX_PIXELS
+if TYPE_CHECKING:  # torch and Pillow come with these: imported when the command runs, never for --help
+    from PIL import Image
+
+    from ..embedding import Embedding
 
 HELP = "convert an embedding between .pt, .safetensors and PNG cards (e.g. x.pt -> x.safetensors)"
 
 CARD_SUFFIXES = (".png", ".webp")
+TENSOR_SUFFIXES = (".safetensors", ".pt", ".bin")
+OUTPUT_SUFFIXES = TENSOR_SUFFIXES + CARD_SUFFIXES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open_picture(path: str) -> Image.Image:
+    from PIL import Image
+
+    from ..png.extract import MAX_PIXELS
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -49,6 +55,9 @@ def _open_picture(path: str) -> Image.Image:
 
 
 def _write_card(emb, out: Path, picture: str | None, overwrite: bool) -> None:
+    from ..embedding.atomic import atomic_write_bytes
+    from ..png import NoPixelBandsWarning, embed_in_png, plain_card_image, save_png_card
+
     image = _open_picture(picture) if picture else plain_card_image(emb)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoPixelBandsWarning)
@@ -73,6 +82,9 @@ def _write_card(emb, out: Path, picture: str | None, overwrite: bool) -> None:
 
 def _stored_keys(emb: Embedding, out: Path) -> set[str]:
     """The keys the written file holds besides the vectors (from the very object written)."""
+    from ..embedding.save import resolve_format, safetensors_metadata, webui_pt_object
+    from ..png.card import payload_for
+
     if out.suffix.lower() in CARD_SUFFIXES:
         return set(payload_for(emb))
     if resolve_format(out, None)[1] == "pt":
@@ -116,7 +128,30 @@ def _report(emb: Embedding, written: Path) -> None:
         )
 
 
+def argument_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the arguments, before anything is read or written."""
+    problems = []
+    out = Path(args.output)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        problems.append(
+            f"{out.name}: unsupported output type {out.suffix or '(none)'}; give OUT one of "
+            f"{', '.join(OUTPUT_SUFFIXES)} (.webp cards are lossless)"
+        )
+    if args.name is not None and name_problem(args.name):
+        problems.append(name_problem(args.name))
+    if args.image and out.suffix.lower() not in CARD_SUFFIXES:
+        problems.append("--image is only used for .png/.webp card outputs")
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
+    problems = argument_problems(args)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from ..embedding import EmbeddingFormatError, load_embedding, save_embedding
+
     src, out = Path(args.input), Path(args.output)
     try:
         emb = load_embedding(src)
@@ -126,10 +161,11 @@ def run(args: argparse.Namespace) -> int:
             _write_card(emb, out, args.image, args.overwrite)
             written = out
         else:
-            if args.image:
-                raise ValueError("--image is only used for .png/.webp card outputs")
             written = save_embedding(emb, out, overwrite=args.overwrite)
-    except (EmbeddingFormatError, FileExistsError, ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc) if not isinstance(exc, FileExistsError) else exc}", file=sys.stderr)
+        return 1
+    except (EmbeddingFormatError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _report(emb, Path(written))

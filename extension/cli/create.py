@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..training.config import SAVE_FORMATS, TrainConfig
+from .errors import describe_os_error
 
 HELP = "create a new embedding from an init text spread over N vectors (or zeros)"
 
@@ -24,20 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
+def _argument_problems(args: argparse.Namespace) -> list[str]:
+    """The same name, vectors and device rules as ``train``, the API and the tab."""
+    from ..limits import name_problem, vectors_problem
+    from ..training.config import device_problem
+
+    problems = [name_problem(args.name), vectors_problem(args.vectors)]
+    if args.device:
+        problems.append(device_problem(args.device))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out} is a file, not a folder; give the folder the embedding goes into")
+    return [p for p in problems if p]
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..embedding import save_embedding
-    from ..embedding.names import sanitize_name
     from ..training.outputs import final_embedding_path
 
-    if sanitize_name(args.name) != args.name:
-        print(
-            f"error: embedding name {args.name!r} is not a safe file name; use only letters, digits and "
-            f"'._- ' (e.g. {sanitize_name(args.name)!r})",
-            file=sys.stderr,
-        )
-        return 2
-    if args.vectors < 1:
-        print(f"error: --vectors {args.vectors} must be at least 1", file=sys.stderr)
+    problems = _argument_problems(args)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     path = final_embedding_path(Path(args.out), args.name, args.format)
     if path.exists() and not args.overwrite:
@@ -45,17 +53,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from ..backends import ModelLoadError, load_backend
+    from ..embedding import save_embedding
     from ..training.create import create_embedding
 
     try:
         backend = load_backend(args.model, device=args.device)
-    except (ModelLoadError, ValueError, OSError) as exc:
-        print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+    except (ModelLoadError, ValueError, OSError, RuntimeError) as exc:
+        print(f"error: cannot load model {args.model!r}: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     try:
         embedding = create_embedding(backend, args.name, args.init_text, args.vectors, zeros=args.zeros)
         written = save_embedding(embedding, path, args.format, overwrite=args.overwrite)
-    except (ValueError, FileExistsError) as exc:
+    except FileExistsError as exc:  # created meanwhile by someone else
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full folder: nothing partial is left (atomic write)
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"created {written} ({embedding.n_vectors} vectors, width {embedding.width}, {backend.family})")

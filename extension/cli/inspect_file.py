@@ -7,16 +7,13 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..embedding import EmbeddingFormatError, load_embedding
-from ..embedding.diffusers_pair import LAYOUT as LAYOUT_DIFFUSERS_PAIR
-from ..embedding.load import IMAGE_SUFFIXES, PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
-from ..embedding.model import Embedding
-from ..embedding.pt_container import webui_load_problems
+if TYPE_CHECKING:  # torch comes with these: imported when the command runs, never for --help
+    from ..embedding.model import Embedding
 
 HELP = "show an embedding file's name, shape, step, layout, hash and which tools load it"
 
-_WEBUI_SUFFIXES = PICKLE_SUFFIXES + SAFETENSORS_SUFFIXES + IMAGE_SUFFIXES
 _WIDTH_MODELS = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL"}
 
 
@@ -57,6 +54,11 @@ def _pair_compatibility(emb: Embedding) -> dict[str, dict]:
 
 def compatibility(path: Path, emb: Embedding) -> dict[str, dict]:
     """Would the web UI (1.10), Forge and ComfyUI load this file (spec §5), and why not."""
+    from ..embedding.diffusers_pair import LAYOUT as LAYOUT_DIFFUSERS_PAIR
+    from ..embedding.load import IMAGE_SUFFIXES, PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
+    from ..embedding.pt_container import webui_load_problems
+
+    webui_suffixes = PICKLE_SUFFIXES + SAFETENSORS_SUFFIXES + IMAGE_SUFFIXES
     suffix = path.suffix.lower()
     layout = emb.metadata.get("source_layout", "")
     if layout == LAYOUT_DIFFUSERS_PAIR:
@@ -67,22 +69,19 @@ def compatibility(path: Path, emb: Embedding) -> dict[str, dict]:
     out: dict[str, dict] = {}
 
     # the web UI 1.10
-    if suffix not in _WEBUI_SUFFIXES:
+    if suffix not in webui_suffixes:
         out["webui"] = _verdict(False, f"the web UI ignores {suffix or 'extension-less'} files")
     elif suffix in IMAGE_SUFFIXES and path.stem.endswith(".preview"):
         out["webui"] = _verdict(False, "*.preview.* pictures are treated as card thumbnails")
     elif suffix in PICKLE_SUFFIXES:
         problems = webui_load_problems(path.read_bytes())
-        out["webui"] = _verdict(
-            not problems,
-            "; ".join(problems)
-            + (" - fix: python -m extension convert IN OUT.safetensors (or OUT.pt)" if problems else ""),
-        )
+        fix = " - fix: python -m extension convert IN OUT.safetensors (or OUT.pt)"
+        out["webui"] = _verdict(False, "; ".join(problems) + fix) if problems else _verdict(True, width_note)
     else:
         out["webui"] = _verdict(True, width_note)
 
     # Forge: the same loader without the safety check
-    if suffix not in _WEBUI_SUFFIXES:
+    if suffix not in webui_suffixes:
         out["forge"] = _verdict(False, f"Forge ignores {suffix or 'extension-less'} files")
     elif suffix in IMAGE_SUFFIXES and path.stem.endswith(".preview"):
         out["forge"] = _verdict(False, "*.preview.* pictures are treated as card thumbnails")
@@ -104,6 +103,8 @@ def compatibility(path: Path, emb: Embedding) -> dict[str, dict]:
 
 def describe(path: Path) -> dict:
     """Everything ``inspect`` reports about ``path`` (EmbeddingFormatError if it is not loadable)."""
+    from ..embedding import load_embedding
+
     emb = load_embedding(path)
     digest = file_sha256(path)
     shapes = {k: list(t.shape) for k, t in emb.tensors().items()}
@@ -154,6 +155,8 @@ def _text(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..embedding import EmbeddingFormatError
+
     path = Path(args.file)
     try:
         info = describe(path)

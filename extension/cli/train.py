@@ -16,6 +16,9 @@ from ..training.config import (
     ConfigError,
     TrainConfig,
 )
+from ..training.target import with_existing_format
+from .errors import describe_os_error
+from .signals import signals_interrupt
 
 HELP = "train a textual-inversion embedding on a folder of images"
 
@@ -116,15 +119,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             choices=CHOICES.get(f.name),
             metavar=None if f.name in CHOICES else f.name.split("_")[-1].upper(),
-            help=f"{help_text} (default: {default!r})",
+            help=_with_default(help_text, default),
         )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def _with_default(help_text: str, default: object) -> str:
+    """The help text with its default, unless the text already says it (or there is none to say)."""
+    if "default" in help_text or default == "":
+        return help_text
+    return f"{help_text} (default: {default!r})"
+
+
+def say(message: str) -> None:
+    """A message on stderr on a line of its own, above the progress bar when one is drawn."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(message, file=sys.stderr, flush=True)
+        return
+    tqdm.write(message, file=sys.stderr)
+
+
     """Defaults, then the TOML file, then the flags given on the command line."""
     base = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    return TrainConfig.from_dict(given, base=base)
+    return with_existing_format(TrainConfig.from_dict(given, base=base))
 
 
 def print_result(result, out=None) -> None:
@@ -155,15 +175,40 @@ def exit_code(reason: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.loop import TrainCallbacks, train
+    from ..training.distributed import world_from_env
+
+    world = world_from_env()
+    if world.distributed:  # started by torchrun with several processes
+        from .train_distributed import run_distributed
 
     try:
+        return run_distributed(args, world)
         config = config_from_args(args)
         config.validate()  # fail fast, before loading a model
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import torch
+    backend = _load(config)
+    if backend is None:
+        return 2
+    from ..training.loop import TrainCallbacks, train
+
+    try:
+        with signals_interrupt(say):
+            result = train(config, backend, callbacks=TrainCallbacks(on_message=say))
+    except ValueError as exc:  # ConfigError, DatasetError, EmbeddingFormatError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder that cannot be written...
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    print_result(result)
+    return exit_code(result.reason)
+
+
+def _load(config: TrainConfig):
+    """The model of ``config`` on its device, or None after printing why it cannot be loaded."""
 
     from ..backends import ModelLoadError, load_backend
     from ..backends.loading import default_device, default_dtype
@@ -171,15 +216,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         device = torch.device(config.device) if config.device else default_device()
         # the weights are loaded in the precision the run computes in (float32 for fp32)
-        backend = load_backend(config.model, device=device, dtype=default_dtype(device, config.precision))
-    except (ModelLoadError, ValueError, OSError) as exc:
-        print(f"error: cannot load model {config.model!r}: {exc}", file=sys.stderr)
-        return 2
-    callbacks = TrainCallbacks(on_message=lambda m: print(m, file=sys.stderr))
-    try:
-        result = train(config, backend, callbacks=callbacks)
-    except ValueError as exc:  # ConfigError, DatasetError, EmbeddingFormatError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_result(result)
-    return exit_code(result.reason)
+        return load_backend(config.model, device=device, dtype=default_dtype(device, config.precision))
+    except (ModelLoadError, ValueError, OSError, RuntimeError) as exc:
+        print(f"error: cannot load model {config.model!r}: {describe_os_error(exc)}", file=sys.stderr)
+        return None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
+import sys
 import threading
 
 HELP = "serve the TI Trainer tab (and its REST API) in the browser, without the web UI"
@@ -51,13 +54,38 @@ def _warm_up(adapter) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (checked before anything is loaded), or None."""
+    if not 0 < port < 65536:
+        return f"port {port} is out of range; use 1-65535"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"--host {host!r} is not an address of this machine ({exc}); use e.g. 127.0.0.1 or 0.0.0.0"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use (another server is running there); pass another --port, e.g. {port + 1}"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}; pass another --host or --port"
+    return None
+
+
     from ..ui.adapter import StandaloneAdapter
+    problem = port_problem(args.host, args.port)
+    if args.device and problem is None:
+        from ..training.config import device_problem
+
+        problem = device_problem(args.device)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from ..ui.app import serve
     from ..ui.service import TrainerService
 
-    if not 0 < args.port < 65536:
-        print(f"error: port {args.port} is out of range; use 1-65535")
-        return 2
     adapter = StandaloneAdapter(
         args.model, embeddings_dir=args.embeddings_dir, log_dir=args.log_dir, device=args.device,
         precision=args.precision,

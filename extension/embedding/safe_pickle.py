@@ -20,7 +20,8 @@ _CONVERT_HINT = (
 
 
 def _unsupported_global(message: str) -> str | None:
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message) or re.search(
+    # torch < 2.6 "Unsupported global: GLOBAL x.y was not...", newer "unsupported GLOBAL x.y whose module..."
+    m = re.search(r"GLOBAL ([\w.]+)", message) or re.search(
         r"(?:global|GLOBAL)\s+'?([\w.]+(?:[ ./][\w.]+)?)'?", message
     )
     return m.group(1) if m else None

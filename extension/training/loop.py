@@ -615,12 +615,12 @@ class TrainingRun:
             self.cb.on_save(path)
         return path
 
-    def on_keyboard_interrupt(self) -> None:  # one process only: several processes stop by agreement
+    def on_keyboard_interrupt(self, cause: str = "Ctrl-C") -> None:  # one process only: several processes stop by agreement
         self.result.reason = "interrupted"
         if self.updating:  # cut inside an optimizer update: back to the vectors of `steps_done`
             self._back_to_last_good()
             self.state_ok = False
-        self.note("interrupted (Ctrl-C); saving the current state")
+        self.note(f"interrupted ({cause}); saving the current state")
 
     def on_error(self) -> None:
         """An error mid-run (out of memory, a full disk...): keep what was trained (the caller re-raises)."""
@@ -660,8 +660,8 @@ class TrainingRun:
                     self.step(step)
         except _Stop as stop:
             self.result.reason = stop.reason
-        except KeyboardInterrupt:
-            self.on_keyboard_interrupt()
+        except KeyboardInterrupt as exc:  # Ctrl-C, or the CLI's SIGTERM/SIGHUP ("SIGTERM")
+            self.on_keyboard_interrupt(str(exc) or "Ctrl-C")
         except Exception:
             self.on_error()
             raise
