@@ -123,7 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _with_default(help_text: str, default: object) -> str:
     """The help text with its default, unless the text already says it (or there is none to say)."""
     if "default" in help_text or default == "":
@@ -141,6 +140,7 @@ def say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the TOML file, then the flags given on the command line."""
     base = TrainConfig.from_toml(args.config) if getattr(args, "config", None) else TrainConfig()
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
@@ -181,14 +181,13 @@ def run(args: argparse.Namespace) -> int:
     if world.distributed:  # started by torchrun with several processes
         from .train_distributed import run_distributed
 
-    try:
         return run_distributed(args, world)
+    try:
         config = config_from_args(args)
         config.validate()  # fail fast, before loading a model
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import torch
     backend = _load(config)
     if backend is None:
         return 2
@@ -209,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(config: TrainConfig):
     """The model of ``config`` on its device, or None after printing why it cannot be loaded."""
+    import torch
 
     from ..backends import ModelLoadError, load_backend
     from ..backends.loading import default_device, default_dtype

@@ -53,7 +53,6 @@ def _warm_up(adapter) -> None:
         print(f"TI Trainer: cannot load the model {adapter.model!r}: {exc}")
 
 
-def run(args: argparse.Namespace) -> int:
 def port_problem(host: str, port: int) -> str | None:
     """Why the server could not listen on ``host:port`` (checked before anything is loaded), or None."""
     if not 0 < port < 65536:
@@ -74,7 +73,7 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-    from ..ui.adapter import StandaloneAdapter
+def run(args: argparse.Namespace) -> int:
     problem = port_problem(args.host, args.port)
     if args.device and problem is None:
         from ..training.config import device_problem
@@ -83,6 +82,7 @@ def port_problem(host: str, port: int) -> str | None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    from ..ui.adapter import StandaloneAdapter
     from ..ui.app import serve
     from ..ui.service import TrainerService
 
