@@ -84,7 +84,6 @@ class BenchSettings:
         from ..limits import vectors_problem
         from ..training.config import PRECISIONS, size_problems
 
-        if self.precision not in PRECISIONS:
         if isinstance(self.size, int) and isinstance(self.vectors, int):  # the trainer's own limits
             problems += size_problems(self.size, self.size) + [p for p in [vectors_problem(self.vectors)] if p]
         for key, high in (("steps", 100_000), ("warmup", 100_000), ("images", 10_000), ("batch_size", 1024),
@@ -92,6 +91,7 @@ class BenchSettings:
             value = getattr(self, key)
             if isinstance(value, int) and value > high:
                 problems.append(f"{key} must be at most {high}, got {value}")
+        if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
         if problems:
             raise BenchError("invalid benchmark settings: " + "; ".join(problems))
