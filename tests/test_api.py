@@ -139,6 +139,7 @@ def test_train_status_interrupt(env, data: Path) -> None:
             "height": 64,
             "max_steps": 3,
             "learn_rate": 0.002,
+            "resume": True,
         },
     )
     assert r.status_code == 200, r.text
@@ -156,9 +157,10 @@ def test_train_status_interrupt(env, data: Path) -> None:
     assert_error(client.post(url("interrupt")), 409, "no training is running")
     assert_error(client.get(url("status"), params={"job_id": "nope"}), 404, "no job")
 
-    # training continues the embedding in place; interrupt right away
+    # resume continues the embedding in place; interrupt right away
     r = client.post(
-        url("train"), json={"name": "cat", "data": str(data), "width": 64, "height": 64, "max_steps": 8}
+        url("train"),
+        json={"name": "cat", "data": str(data), "width": 64, "height": 64, "max_steps": 8, "resume": True},
     )
     assert r.status_code == 200, r.text
     assert client.post(url("interrupt")).json() == {"interrupted": True}
@@ -189,12 +191,11 @@ def test_train_errors(env, data: Path) -> None:
     client, _, tmp = env
     client.post(url("create"), json={"name": "cat"})
     ok = {"name": "cat", "data": str(data), "width": 64, "height": 64}
-    assert_error(
-        client.post(url("train"), json={**ok, "name": "dog"}),
-        404,
-        "no embedding called 'dog'",
-        "create it first",
-    )
+    before = (tmp / "emb" / "cat.safetensors").read_bytes()
+    # an existing name needs resume or overwrite, as in the CLI; nothing is touched
+    assert_error(client.post(url("train"), json=ok), 409, "already exists", "resume", "overwrite")
+    assert (tmp / "emb" / "cat.safetensors").read_bytes() == before
+    ok["resume"] = True
     r = client.post(url("train"), json={**ok, "learn_rate": "0.005:100, 0.001:50"})
     assert_error(r, 400, "learn_rate", "steps must increase")
     r = client.post(url("train"), json={**ok, "learn_rate": "fast", "width": 60})
@@ -202,9 +203,7 @@ def test_train_errors(env, data: Path) -> None:
     assert len(r.json()["problems"]) == 2
     assert_error(client.post(url("train"), json={**ok, "data": str(tmp / "nowhere")}), 400, "does not exist")
     assert_error(client.post(url("train"), json={**ok, "precision": "fp8"}), 400, "precision")
-    assert_error(
-        client.post(url("train"), json={**ok, "name": "dog", "resume": True}), 400, "nothing to resume"
-    )
+    assert_error(client.post(url("train"), json={**ok, "name": "dog"}), 400, "nothing to resume")
     # unknown options and the host's own fields are rejected by the model
     assert client.post(url("train"), json={**ok, "max_stepz": 3}).status_code == 422
     assert client.post(url("train"), json={**ok, "log_dir": "/etc"}).status_code == 422
@@ -364,3 +363,51 @@ def test_bench(env) -> None:
     assert_error(client.post(url("bench"), json={"steps": 0}), 400, "steps")
     assert_error(client.post(url("bench"), json={"compare_builtin": True, "steps": 2}), 400, "web UI")
     assert client.post(url("bench"), json={"stepz": 2}).status_code == 422
+
+
+# ---------------------------------------------------------------------------- conflicts and server paths
+
+
+def test_import_over_the_embedding_being_trained_is_a_409(env, data: Path) -> None:
+    import torch
+
+    client, service, tmp = env
+    client.post(url("create"), json={"name": "cat", "init_text": "cat"})
+    r = client.post(
+        url("train"),
+        json={"name": "cat", "data": str(data), "width": 64, "height": 64, "max_steps": 100_000, "resume": True},
+    )
+    assert r.status_code == 200, r.text
+    upload = save_embedding(Embedding("cat", torch.full((1, 32), 7.0)), tmp / "src" / "cat.safetensors")
+    data_b64 = b64(Path(upload).read_bytes())
+    for extra in ({}, {"overwrite": True}):
+        assert_error(
+            client.post(url("import"), json={"filename": "cat.safetensors", "data": data_b64, **extra}),
+            409, "being trained",
+        )  # fmt: skip
+    renamed = {"filename": "x.safetensors", "data": data_b64, "name": "cat", "overwrite": True}
+    assert_error(client.post(url("import"), json=renamed), 409, "being trained")
+    assert client.post(url("import"), json={**renamed, "name": "dog"}).status_code == 200
+    assert service.runner.busy
+    client.post(url("interrupt"))
+    st = service.runner.wait(120)
+    assert st.state == "interrupted", st.summary()
+    assert not torch.equal(load_embedding(tmp / "emb" / "cat.safetensors").vectors, torch.full((1, 32), 7.0))
+
+
+def test_validation_folder_is_checked_up_front_and_never_listed(env, data: Path, tmp_path: Path) -> None:
+    client, service, _ = env
+    client.post(url("create"), json={"name": "cat"})
+    server = tmp_path / "etc"
+    server.mkdir()
+    for name in ("adduser.conf", "passwd", "hosts"):
+        (server / name).write_text("x", encoding="utf-8")
+    ok = {"name": "cat", "data": str(data), "width": 64, "height": 64, "resume": True, "validation_every": 2}
+    r = client.post(url("train"), json={**ok, "validation_data": str(server)})
+    assert_error(r, 400, "validation folder", "has no images")
+    assert "adduser" not in r.text and "passwd" not in r.text
+    (server / "broken.png").write_bytes(b"not a png")
+    r = client.post(url("train"), json={**ok, "validation_data": str(server)})
+    assert_error(r, 400, "broken.png")
+    assert "adduser" not in r.text and "passwd" not in r.text
+    assert service.runner.status().state == "idle"

@@ -301,6 +301,9 @@ class JobRunner:
             self._fail("; ".join(exc.problems))
         except ValueError as exc:  # DatasetError, EmbeddingFormatError...: bad input, clear message
             self._fail(str(exc))
+        except OSError as exc:  # a full disk, a folder that cannot be written: what was trained is saved
+            where = f" {exc.filename}" if exc.filename else ""
+            self._fail(f"cannot write{where}: {exc.strerror or exc}")
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             self._fail(f"unexpected {type(exc).__name__}: {exc}")

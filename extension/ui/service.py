@@ -16,9 +16,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..embedding import EmbeddingFormatError, save_embedding
+from ..embedding import EmbeddingFormatError, load_embedding, save_embedding
 from ..embedding.names import sanitize_name
+from ..limits import name_problem, vectors_problem
 from ..training.config import ConfigError, TrainConfig
+from ..training.target import conflict_problem, with_existing_format
 from .adapter import HostAdapter
 from .catalog import EmbeddingCatalog, EmbeddingInfo, describe
 from .inspector import inspect_prompt
@@ -109,14 +111,10 @@ class TrainerService:
         name = (name or "").strip()
         if not name:
             raise UserError("enter a name for the embedding")
-        if sanitize_name(name) != name:
-            raise UserError(
-                f"{name!r} is not a safe file name; use only letters, digits and '._- ' (e.g. {sanitize_name(name)!r})"
-            )
-        if not 1 <= int(vectors) <= 75:
-            raise UserError(f"vectors per token must be between 1 and 75, got {vectors}")
-        if self.runner.busy and self.runner.status().name == name:
-            raise UserError(f"{name!r} is being trained right now; interrupt it first", 409)
+        problem = name_problem(name) or vectors_problem(vectors)
+        if problem:
+            raise UserError(problem)
+        self._check_not_training(name)
         target = Path(self.adapter.embeddings_dir()) / f"{name}.safetensors"
         others = [e for e in self.embeddings() if e.name == name and Path(e.path) != target]
         if (target.exists() or others) and not overwrite:
@@ -141,7 +139,12 @@ class TrainerService:
     def import_file(
         self, source: str | os.PathLike, *, name: str | None = None, overwrite: bool = False
     ) -> EmbeddingInfo:
-        """Copy any supported embedding file into the embeddings folder and register it."""
+        """Copy any supported embedding file into the embeddings folder and register it (409 while
+        an embedding of that name is being trained: its run would write over the import)."""
+        if name is not None and name.strip() and name_problem(name.strip()):
+            raise UserError(name_problem(name.strip()) or "")
+        if self.runner.busy:
+            self._check_not_training(self._import_name(source, name))
         try:
             path, embedding = import_embedding(
                 source, self.adapter.embeddings_dir(), name=name, overwrite=overwrite
@@ -150,6 +153,21 @@ class TrainerService:
             status = 409 if "already exists" in str(exc) else 400
             raise UserError(str(exc), status) from None
         return dataclasses.replace(describe(embedding, path), note=self._register(path))
+
+    @staticmethod
+    def _import_name(source: str | os.PathLike, name: str | None) -> str:
+        """The name an import of ``source`` would get (as :func:`share.import_embedding` picks it)."""
+        if name and name.strip():
+            return name.strip()
+        try:
+            return sanitize_name(load_embedding(source).name)
+        except (EmbeddingFormatError, OSError, ValueError):
+            return ""  # the import itself says what is wrong with the file
+
+    def _check_not_training(self, name: str) -> None:
+        st = self.runner.status()
+        if name and st.active and st.name == name:
+            raise UserError(f"{name!r} is being trained right now; interrupt it first, or use another name", 409)
 
     def _register(self, path: Path) -> str:
         """Register ``path`` with the host; a failure (e.g. a width the loaded model cannot use)
@@ -182,13 +200,13 @@ class TrainerService:
 
     # ------------------------------------------------------------------ training
 
-    def train_config(self, options: Mapping[str, object]) -> TrainConfig:
+    def train_config(self, options: Mapping[str, object], *, continue_existing: bool = True) -> TrainConfig:
         """The TrainConfig of a request: defaults, then ``options``, then the host's folders.
 
-        Unless resume, overwrite or an embedding file is asked for, the embedding ``name`` must
-        exist (404 otherwise) and training continues it in place: its file becomes
-        ``embedding_file`` and its format the save format, so its step count and schedule
-        continue (with the saved optimizer state, when there is one).
+        Training an existing name means what it means in the CLI (see :mod:`training.target`): a
+        new name is a new embedding from ``init_text``; an existing one needs ``resume`` (continue
+        it) or ``overwrite`` (replace it), else 409. ``continue_existing`` (the tab, whose Train
+        button trains the embedding picked in its list) asks for ``resume`` when neither is set.
         """
         options = dict(options)
         blocked = sorted(k for k in options if k in HOST_FIELDS)
@@ -200,34 +218,30 @@ class TrainerService:
             raise UserError(str(exc), 400, exc.problems) from None
         if not config.name:
             raise UserError("pick an embedding to train (or give its name)")
-        if config.resume and not config.embedding_file and not config.final_path().is_file():
-            # resume the embedding's own file: a .pt one (e.g. trained by the web UI) stays .pt
-            for suffix, fmt in TRAINABLE_SUFFIXES.items():
-                if (Path(config.embeddings_dir) / f"{config.name}{suffix}").is_file():
-                    config = dataclasses.replace(config, save_format=fmt)
-                    break
-        if not (config.resume or config.overwrite or config.embedding_file):
-            existing = self.catalog.find(self.adapter.embeddings_dir(), config.name)
-            if existing is None:
-                raise UserError(
-                    f"no embedding called {config.name!r} in {self.adapter.embeddings_dir()}; create it first, "
-                    "or set overwrite to start a new one from init_text",
-                    404,
-                )
+        problem = name_problem(config.name)
+        if problem:
+            raise UserError(problem)
+        existing = self.catalog.find(self.adapter.embeddings_dir(), config.name)
+        if existing is not None and not (config.resume or config.overwrite or config.embedding_file):
             suffix = Path(existing.path).suffix.lower()
             if suffix not in TRAINABLE_SUFFIXES:
                 raise UserError(
-                    f"{existing.path} is a {suffix} file; import it first (it is converted to .safetensors)"
+                    f"{existing.path} is a {suffix} file; import it first (it is converted to .safetensors)", 409
                 )
-            config = dataclasses.replace(
-                config, embedding_file=existing.path, save_format=TRAINABLE_SUFFIXES[suffix]
-            )
+            if continue_existing:
+                config = dataclasses.replace(config, resume=True)
+        config = with_existing_format(config)
+        conflict = conflict_problem(config)
+        if conflict:
+            raise UserError(conflict, 409)
         return config
 
-    def start_training(self, options: Mapping[str, object], *, task_id: str | None = None) -> str:
-        """Start a training job; returns its id."""
+    def start_training(
+        self, options: Mapping[str, object], *, task_id: str | None = None, continue_existing: bool = True
+    ) -> str:
+        """Start a training job; returns its id (``continue_existing``: see :meth:`train_config`)."""
         self._check_idle()
-        config = self.train_config(options)
+        config = self.train_config(options, continue_existing=continue_existing)
         try:
             return self.runner.start(config, task_id=task_id)
         except ConfigError as exc:

@@ -22,6 +22,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ..embedding.load import SUPPORTED_SUFFIXES
+from ..limits import sanitize_name
 from ..ui.service import TrainerService, UserError, option_fields
 
 PREFIX = "/ti-trainer/v1"
@@ -192,7 +194,8 @@ def build_router(service: TrainerService, *, dependencies: list | None = None) -
     )
     def train(req: TrainRequest):  # type: ignore[valid-type]
         try:
-            return {"job_id": service.start_training(_dump(req))}
+            # an existing name needs resume or overwrite, as in the CLI (the tab trains the picked one)
+            return {"job_id": service.start_training(_dump(req), continue_existing=False)}
         except UserError as exc:
             return _error(exc)
 
@@ -253,10 +256,16 @@ def build_router(service: TrainerService, *, dependencies: list | None = None) -
                 UserError(f"the file is larger than {MAX_IMPORT_BYTES // 2**20} MiB; is it a model?", 413)
             )
         suffix = Path(req.filename).suffix.lower()
-        stem = Path(req.filename).stem
+        if suffix not in SUPPORTED_SUFFIXES:
+            return _error(
+                UserError(
+                    f"unsupported file type {suffix[:20] or '(none)'}; import one of {', '.join(SUPPORTED_SUFFIXES)}"
+                )
+            )
+        # keep the stem (tensor files take their embedding name from it), as a safe file name
+        stem = sanitize_name(Path(Path(req.filename).stem).name, fallback="upload")
         with tempfile.TemporaryDirectory(prefix="ti_trainer_import_") as tmp:
-            # keep the stem: tensor files take their embedding name from it
-            source = Path(tmp) / (Path(stem).name + suffix if stem else "upload" + suffix)
+            source = Path(tmp) / (stem + suffix)
             source.write_bytes(data)
             try:
                 info = service.import_file(source, name=req.name, overwrite=req.overwrite)
