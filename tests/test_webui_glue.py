@@ -239,6 +239,12 @@ def test_fp8_weights_are_recognised_and_refused():
     assert glue.weights_dtype_problem(torch.float32) is None
 
 
+def test_half_weights_on_the_cpu_are_refused_with_the_flag():
+    assert "--no-half" in glue.weights_dtype_problem(torch.float16, "cpu")
+    assert glue.weights_dtype_problem(torch.float32, "cpu") is None
+    assert glue.weights_dtype_problem(torch.bfloat16, "cuda") is None
+
+
 def test_hints_name_the_web_ui_flags():
     assert "--no-half" in glue.FP32_HINT and "fp16" in glue.FP32_HINT
     assert "--no-half-vae" in glue.vae_nan_hint(torch.float16)

@@ -164,7 +164,7 @@ class HostBackend:
         )
         if low:
             problems.append(low)
-        weights = glue.weights_dtype_problem(self.dtype)
+        weights = glue.weights_dtype_problem(self.dtype, self.device.type)
         if weights:
             problems.append(weights)
         if not self.is_current:

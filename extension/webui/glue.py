@@ -156,13 +156,16 @@ def weights_dtype(params: Iterable[torch.Tensor]) -> torch.dtype:
     return max(counts, key=counts.__getitem__)
 
 
-def weights_dtype_problem(dtype: torch.dtype) -> str | None:
-    """Why the UNet's weight dtype cannot be trained through, or None."""
+def weights_dtype_problem(dtype: torch.dtype, device_type: str = "cuda") -> str | None:
+    """Why the UNet's weight dtype cannot be trained through on ``device_type``, or None."""
     if dtype in FP8_DTYPES:
         return (
             "the loaded model's UNet is stored in FP8 (Settings > Optimizations > FP8 weight), which "
             "training cannot compute through: set FP8 weight to Disable and reload the checkpoint"
         )
+    if device_type == "cpu" and dtype == torch.float16:
+        # torch's CPU autocast rejects float16 inputs (the host's embedding splice concatenates them)
+        return "the web UI keeps the model in float16 on the CPU, which training cannot use: start it with --no-half"
     return None
 
 
