@@ -27,7 +27,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (150, 56, 204),
 }
 SHAPES = ("circle", "square", "triangle", "star")
-SIZES = {"small": 0.22, "large": 0.34}  # half the shape's extent, as a fraction of the picture side
+SIZES = {"small": 0.25, "large": 0.36}  # half the shape's extent, as a fraction of the picture side
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {  # achromatic, so chroma separates shape from ground
     "white": (242, 242, 242),
     "grey": (128, 128, 128),
