@@ -267,8 +267,15 @@ class TrainConfig:
         """
         from ..limits import name_problem, vectors_problem
 
+        unusable = _unusable_paths(self)
+        if unusable:  # nothing below may touch the file system with these
+            raise ConfigError(unusable)
         problems: list[str] = [p for p in (name_problem(self.name), vectors_problem(self.vectors)) if p]
         warnings: list[str] = []
+        if self.template_dir and not Path(self.template_dir).is_dir():
+            problems.append(f"template folder {self.template_dir} does not exist; check --template-dir")
+        if self.embedding_file and Path(self.embedding_file).is_file():
+            problems.extend(_embedding_file_read_problems(Path(self.embedding_file)))
         if self.save_format not in SAVE_FORMATS:
             problems.append(f"save_format {self.save_format!r} is unknown; use one of {', '.join(SAVE_FORMATS)}")
         elif not problems:
@@ -551,6 +558,26 @@ def target_problems(config: TrainConfig) -> list[str]:
     from .target import target_problems as problems
 
     return problems(config)
+
+
+def _unusable_paths(config: TrainConfig) -> list[str]:
+    """Paths no file system accepts (a NUL character), named before anything looks them up."""
+    return [
+        f"{key} {getattr(config, key)!r} contains a NUL character; give a real path"
+        for key in (*_PATH_FIELDS, "template", "caption_extension")
+        if "\x00" in getattr(config, key)
+    ]
+
+
+def _embedding_file_read_problems(path: Path) -> list[str]:
+    """An embedding file that cannot be read is refused before the model is loaded."""
+    from ..embedding import EmbeddingFormatError, load_embedding
+
+    try:
+        load_embedding(path)
+    except EmbeddingFormatError as exc:
+        return [f"embedding file cannot be read: {exc}"]
+    return []
 
 
 def _folder_images_problem(folder: str, what: str, flag: str, problems: list[str]) -> int:

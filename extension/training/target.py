@@ -65,6 +65,8 @@ def continues_in_place(config: TrainConfig) -> bool:
 
 def conflict_problem(config: TrainConfig) -> str | None:
     """Why the run would replace an existing embedding nobody said to replace (the API's 409), or None."""
+    if config.save_format not in TRAINABLE_FORMATS:
+        return None  # an unknown format: the config check names it
     final = config.final_path()
     if config.resume or continues_in_place(config):
         return None
@@ -84,6 +86,8 @@ def conflict_problem(config: TrainConfig) -> str | None:
 
 def target_problems(config: TrainConfig) -> list[str]:
     """Why the run may not write ``<embeddings dir>/<name>``, each with the fix (empty: it may)."""
+    if config.save_format not in TRAINABLE_FORMATS:
+        return []  # the config check names it
     final = config.final_path()
     if final.is_dir():
         return [f"{final} is a folder; pick another name or embeddings folder"]

@@ -246,6 +246,8 @@ class TrainerService:
             return self.runner.start(config, task_id=task_id)
         except ConfigError as exc:
             raise UserError(str(exc), 400, exc.problems) from None
+        except (ValueError, OSError) as exc:  # a path the OS refuses to look at, say
+            raise UserError(f"cannot use these options: {exc}") from None
         except JobBusyError as exc:
             raise UserError(str(exc), 409) from None
 
