@@ -80,9 +80,9 @@ class ForgeAdapter(WebUIAdapter):
         if info is None:  # nothing loaded yet: the checkpoint Forge will load
             params = sd_models.model_data.forge_loading_parameters or {}
             info = params.get("checkpoint_info")
-            if info is None:
-                return "(no model selected)"
-            return f"{getattr(info, 'title', None) or info} (loads on first use)"
+            # before Forge has set its loading parameters (e.g. while the UI is built): the setting
+            title = getattr(info, "title", None) or getattr(shared.opts, "sd_model_checkpoint", None)
+            return f"{title} (loads on first use)" if title else "(no model selected)"
         return getattr(info, "title", None) or getattr(info, "model_name", None) or "(unnamed model)"
 
     # -- embedding databases ----------------------------------------------------------------------
