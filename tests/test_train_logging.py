@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
-from extension.training.logging import LogRow, TrainLogger, draw_loss_plot, read_loss_csv, smooth
+from extension.training.charts import smooth
+from extension.training.logging import LogRow, TrainLogger, read_loss_csv
 from extension.training.outputs import (
     RunDirs,
     atomic_write,
@@ -73,26 +73,7 @@ def test_logger_without_append_replaces_an_old_file(tmp_path):
     assert [(r.step, r.loss) for r in read_loss_csv(csv_path)] == [(1, 0.25)]
 
 
-def test_plot_draws_loss_validation_and_learn_rate(tmp_path):
-    log = TrainLogger(tmp_path / "loss.csv", tmp_path / "loss.png", total_steps=10, progress_bar=False, title="t")
-    assert log.plot() is None  # nothing to draw yet
-    for r in rows(10, val_every=3):
-        log.log(r)
-    path = log.plot()
-    image = Image.open(path)
-    assert image.format == "PNG" and image.size == (900, 520)
-    colours = {c for _, c in image.convert("RGB").getcolors(1 << 20)}
-    assert (20, 70, 200) in colours  # smoothed loss
-    assert (230, 110, 0) in colours  # validation loss
-    assert (0, 160, 0) in colours  # learn rate
-    without_val = draw_loss_plot(rows(10))
-    assert (230, 110, 0) not in {c for _, c in without_val.getcolors(1 << 20)}
-
-
-def test_plot_survives_single_points_and_flat_or_infinite_values():
-    image = draw_loss_plot([LogRow(0, 0.0, None, 0.5, None)])
-    assert image.size == (900, 520)
-    draw_loss_plot([LogRow(1, 0, 1.0, None, 0.1), LogRow(2, 0, 1.0, None, 0.1), LogRow(3, 0, float("inf"), None, 0.1)])
+# loss.png itself: tests/test_ui_plots.py
 
 
 def test_smooth_is_bias_corrected():

@@ -104,15 +104,32 @@ def test_host_interrupt_saves_and_resume_continues(tmp_path: Path, backend, data
     assert adapter.registered[-1] == saved
     assert [r.step for r in service.runner.history() if r.loss is not None] == [1, 2]
 
+    assert st.headline() == "cat: interrupted at step 2"
+    run_dir = st.run_dir
+    assert run_dir and Path(st.last_preview).parent.parent == Path(run_dir)
+    first_preview = st.last_preview
+
     hooks.stop_at = 10**9
     service.resume_training()
     st = service.runner.wait(120)
     assert st.state == FINISHED and st.reason == "completed", st.summary()
+    assert st.headline() == "cat: finished"
     assert st.step == 5 and load_embedding(saved).step == 5
+    # the run goes on in view: the preview of the interrupted part is still listed, with the new one
+    assert st.previews[0] == first_preview and len(st.previews) == 2 and st.run_dir == run_dir
     assert any("saved optimizer state" in m for m in st.messages), st.messages
     # the history of the interrupted run is kept and continued
     assert [r.step for r in service.runner.history() if r.loss is not None] == [1, 2, 3, 4, 5]
     assert hooks.progress_calls[-1] == (5, 5)
+
+    before = (list(st.previews), list(st.files))
+
+    # a resume with nothing left to do keeps the finished run's previews and files in view
+    service.resume_training(max_steps=5)
+    st = service.runner.wait(120)
+    assert st.reason == "already_done", st.summary()
+    assert st.headline() == "cat: nothing to do: already trained for 5 steps"
+    assert (st.previews, st.files) == before
 
 
 def test_runner_interrupt_and_busy(tmp_path: Path, backend, data: Path) -> None:
@@ -157,6 +174,22 @@ def test_errors_inside_the_job_become_a_failed_status(tmp_path: Path, backend, d
     assert st.state == FAILED and st.error and "width" in st.error, st.summary()
     assert "Error:" in st.summary()
     assert not (tmp_path / "logs").exists()  # nothing was written
+
+
+def test_status_says_each_outcome_once() -> None:
+    def headline(**kw) -> str:
+        return JobStatus(job_id="j", name="cat", step=7, max_steps=10, **kw).headline()
+
+    assert headline(state="running") == "cat: running"
+    assert headline(state=FINISHED, reason="completed") == "cat: finished"
+    assert headline(state=INTERRUPTED, reason="interrupted") == "cat: interrupted at step 7"
+    assert headline(state=FINISHED, reason="schedule_ended") == (
+        "cat: finished: the learning rate schedule ended at step 7"
+    )
+    assert headline(state=FAILED, reason="nan") == "cat: stopped at step 7: the loss was not finite"
+    assert headline(state=FAILED) == "cat: failed"
+    for reason in ("completed", "interrupted"):
+        assert f"({reason})" not in JobStatus(name="cat", state=FINISHED, reason=reason).summary()
 
 
 def test_status_summary_and_time_format() -> None:

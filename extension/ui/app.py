@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compat import import_gradio
+from .compat import gradio_major, import_gradio
 from .service import TrainerService
 from .tab import TAB_TITLE, build_tab
 
@@ -47,10 +47,13 @@ def _tolerate_boolean_schemas() -> None:
 
 def build_page(service: TrainerService):
     """The tab as a page of its own (queue enabled, needed for the status timer)."""
-    import_gradio()
+    gr = import_gradio()
     _tolerate_boolean_schemas()
     page = build_tab(service, css=page_css(), title=TAB_TITLE)
-    page.queue()
+    if gradio_major(gr) < 4:  # gradio 3 runs each open page's status poll on a queue worker of its own
+        page.queue(concurrency_count=16)
+    else:
+        page.queue()
     return page
 
 

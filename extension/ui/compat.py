@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 
@@ -50,3 +53,47 @@ def file_path(value) -> str | None:
     if isinstance(value, dict):  # gradio 4 FileData as a dict
         return value.get("path") or value.get("name")
     return getattr(value, "name", None) or getattr(value, "path", None)
+
+
+def plot_kwargs(gr) -> dict[str, Any]:
+    """``gr.Plot`` options: sharp PNG pictures in gradio 4 (its default, webp, blurs thin text);
+    gradio 3 always sends PNG and has no such option."""
+    return {"format": "png"} if gradio_major(gr) >= 4 else {}
+
+
+PollFn = Callable[[dict], tuple]
+_SESSIONS_KEPT = 256
+
+
+def poll(gr, blocks, fn: PollFn, outputs: list, seconds: float) -> None:
+    """Run ``fn(memory)`` every ``seconds`` while a page is open and show its outputs.
+
+    ``memory`` is a dict of its own per open page, so ``fn`` can send ``gr.update()`` for what
+    that page already shows. The poll takes no inputs: gradio 3 repeats an ``every`` event with
+    the values the page had when it loaded (stale after any change), and gradio 4's client warns
+    about inputs it does not list (gr.State). gradio 3 runs one generator per page (``every``
+    wraps it in a loop that only ends with the page); gradio 4 ticks a timer, and the page is told
+    apart by its session.
+    """
+    if gradio_major(gr) >= 4:
+        sessions: OrderedDict[str, dict] = OrderedDict()
+
+        def tick(request):
+            key = getattr(request, "session_hash", None) or ""
+            memory = sessions.setdefault(key, {})
+            sessions.move_to_end(key)
+            while len(sessions) > _SESSIONS_KEPT:
+                sessions.popitem(last=False)
+            return fn(memory)
+
+        tick.__annotations__ = {"request": gr.Request}  # gradio passes the request by this hint
+        blocks.load(tick, None, outputs, every=seconds, show_progress="hidden")
+        return
+
+    def stream():
+        memory: dict = {}
+        while True:
+            yield fn(memory)
+            time.sleep(seconds)
+
+    blocks.load(stream, None, outputs, every=seconds, show_progress="hidden")

@@ -8,6 +8,7 @@ job again with ``resume=True``, continuing from that saved state.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import threading
 import time
@@ -58,6 +59,7 @@ class JobStatus:
     messages: list[str] = field(default_factory=list)
     error: str | None = None
     reason: str | None = None  # the trainer's: completed, interrupted, schedule_ended, nan, already_done
+    run_dir: str | None = None  # the run's folder under the log dir, once it wrote something there
 
     @property
     def active(self) -> bool:
@@ -68,15 +70,23 @@ class JobStatus:
         d["active"] = self.active
         return d
 
-    def summary(self) -> str:
-        """A few lines for the tab's status box."""
+    def headline(self) -> str:
+        """``cat: running``, ``cat: finished``, ``cat: interrupted at step 12``... said once."""
         if self.state == IDLE:
             return "No training has run yet."
-        lines = [
-            f"{self.name}: {self.state}" + (f" ({self.reason})" if self.reason and not self.active else "")
-        ]
-        if self.max_steps:
-            lines.append(f"step {self.step} / {self.max_steps}")
+        if self.active or (self.state == FAILED and not self.reason):
+            return f"{self.name}: {self.state}"
+        outcome = {
+            "completed": "finished",
+            "schedule_ended": f"finished: the learning rate schedule ended at step {self.step}",
+            "interrupted": f"interrupted at step {self.step}",
+            "nan": f"stopped at step {self.step}: the loss was not finite",
+            "already_done": f"nothing to do: already trained for {self.step} steps",
+        }.get(self.reason or "", self.state)
+        return f"{self.name}: {outcome}"
+
+    def figures(self) -> str:
+        """``loss 0.12345, validation loss 0.1, LR 0.005``, or an empty string."""
         parts = []
         if self.loss is not None:
             parts.append(f"loss {self.loss:.5f}")
@@ -84,16 +94,44 @@ class JobStatus:
             parts.append(f"validation loss {self.val_loss:.5f}")
         if self.lr is not None:
             parts.append(f"LR {self.lr:.3g}")
-        if parts:
-            lines.append(", ".join(parts))
-        timing = f"elapsed {format_seconds(self.elapsed_seconds)}"
+        return ", ".join(parts)
+
+    def timing(self) -> str:
+        """``elapsed 1m 05s, about 3m 10s left``."""
+        text = f"elapsed {format_seconds(self.elapsed_seconds)}"
         if self.active and self.eta_seconds is not None:
-            timing += f", about {format_seconds(self.eta_seconds)} left"
-        lines.append(timing)
+            text += f", about {format_seconds(self.eta_seconds)} left"
+        return text
+
+    def summary(self) -> str:
+        """A few lines of plain text: headline, step, figures, timing, error, recent messages."""
+        if self.state == IDLE:
+            return self.headline()
+        lines = [self.headline()]
+        if self.max_steps:
+            lines.append(f"step {self.step} / {self.max_steps}")
+        if self.figures():
+            lines.append(self.figures())
+        lines.append(self.timing())
         if self.error:
             lines.append(f"Error: {self.error}")
         lines += self.messages[-5:]
         return "\n".join(lines)
+
+
+def step_of(path: str | Path) -> int | None:
+    """The step of a numbered run file ``<name>-<step>.<ext>``, else None."""
+    m = re.search(r"-(\d+)$", Path(path).stem)
+    return int(m.group(1)) if m else None
+
+
+def run_folder_of(path: Path, log_dir: Path) -> str | None:
+    """The run folder ``<log dir>/<date>/<run>`` that ``path`` lies in, else None."""
+    try:
+        parts = path.resolve().relative_to(log_dir.resolve()).parts
+    except (ValueError, OSError):
+        return None
+    return str(log_dir / parts[0] / parts[1]) if len(parts) > 2 else None
 
 
 def format_seconds(seconds: float) -> str:
@@ -144,12 +182,19 @@ class JobRunner:
                     "interrupt it or wait until it ends"
                 )
             keep = config.resume or bool(config.embedding_file)
-            if not (keep and self._config is not None and self._config.name == config.name):
+            continues = keep and self._config is not None and self._config.name == config.name
+            if not continues:
                 self._history = []
             job_id = uuid.uuid4().hex[:12]
+            earlier = self._status
             self._status = JobStatus(
                 job_id=job_id, state=PREPARING, name=config.name, max_steps=config.max_steps
             )
+            if continues:  # the run goes on: its previews and files stay in view
+                self._status.previews = list(earlier.previews)
+                self._status.files = list(earlier.files)
+                self._status.last_preview = earlier.last_preview
+                self._status.run_dir = earlier.run_dir
             self._config = config
             self._stop.clear()
             self._started_at = time.monotonic()
@@ -230,6 +275,17 @@ class JobRunner:
         with self._lock:
             if str(path) not in self._status.files:
                 self._status.files.append(str(path))
+            if self._status.run_dir is None and self._config is not None:
+                self._status.run_dir = run_folder_of(Path(path), Path(self._config.log_dir))
+
+    def _drop_after(self, step: int) -> None:
+        """Forget the history and previews after ``step`` (a run continued from an earlier step
+        replaces them). Called with the lock held."""
+        self._history = [r for r in self._history if r.step <= step]
+        kept = [p for p in self._status.previews if (step_of(p) or 0) <= step]
+        if kept != self._status.previews:
+            self._status.previews = kept
+            self._status.last_preview = kept[-1] if kept else None
 
     def _run(self, config: TrainConfig, task_id: str | None) -> None:
         from ..training.loop import TrainCallbacks
@@ -248,7 +304,8 @@ class JobRunner:
                     lr,
                     eta,
                 )
-                self._history = [r for r in self._history if r.step < step]
+                if self._history and self._history[-1].step >= step:  # continuing from an earlier step
+                    self._drop_after(step - 1)
                 self._history.append(LogRow(step, 0.0, loss, val, lr))
             if hooks_ref:
                 hooks_ref[0].progress(step, config.max_steps, f"{config.name}: step {step}, loss {loss:.5f}")
@@ -257,7 +314,7 @@ class JobRunner:
             with self._lock:
                 self._status.val_loss = loss
                 if self._status.state == PREPARING:  # the validation before the first step
-                    self._history = [r for r in self._history if r.step < step]
+                    self._drop_after(step - 1)
                     self._history.append(LogRow(step, 0.0, None, loss, None))
                     return
             pending_val[step] = loss
@@ -320,6 +377,9 @@ class JobRunner:
             for f in getattr(result, "files", []):
                 if str(f) not in self._status.files:
                     self._status.files.append(str(f))
+            run_dir = getattr(result, "run_dir", None)
+            if run_dir is not None:
+                self._status.run_dir = str(run_dir)
             self._status.step = int(getattr(result, "steps_done", self._status.step))
             self._status.reason = reason
             self._status.embedding_path = str(path) if path is not None else None

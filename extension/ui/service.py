@@ -26,6 +26,7 @@ from .catalog import EmbeddingCatalog, EmbeddingInfo, describe
 from .inspector import inspect_prompt
 from .jobs import JobBusyError, JobRunner, NothingToResumeError
 from .share import ShareError, import_embedding, make_card
+from .snapshots import Snapshot, SnapshotError, UsedSnapshot, find_run, list_snapshots, run_id, use_snapshot
 
 # TrainConfig fields the host decides, never the tab or the API
 HOST_FIELDS = ("model", "embeddings_dir", "log_dir", "device", "progress_bar", "tensorboard")
@@ -177,6 +178,33 @@ class TrainerService:
         except Exception as exc:
             return f"saved, but not usable with the loaded model yet: {exc}"
         return ""
+
+    def snapshots(self, name: str, run: str | None = None) -> tuple[str, list[Snapshot]]:
+        """(run id, snapshots) of ``name``'s run ``run`` (a folder relative to the log dir; default:
+        its newest run with snapshots). 404 when there is none."""
+        log_dir = Path(self.adapter.log_dir())
+        try:
+            run_dir = find_run(log_dir, name, run)
+        except SnapshotError as exc:
+            raise UserError(str(exc), 404) from None
+        return run_id(log_dir, run_dir), list_snapshots(run_dir, name)
+
+    def use_snapshot(self, name: str, step: int, run: str | None = None) -> tuple[EmbeddingInfo, UsedSnapshot]:
+        """Make snapshot ``step`` of ``name``'s run the embedding ``name`` (the replaced file kept as
+        ``<file>.bak``) and register it with the host at once."""
+        if self.runner.busy and self.runner.status().name == name:
+            raise UserError(f"{name!r} is being trained right now; interrupt it first", 409)
+        _, found = self.snapshots(name, run)
+        chosen = next((s for s in found if s.step == int(step)), None)
+        if chosen is None:
+            steps = ", ".join(str(s.step) for s in found)
+            raise UserError(f"that run of {name!r} has no snapshot of step {step}; its snapshots: {steps}", 404)
+        try:
+            used = use_snapshot(chosen, name, Path(self.adapter.embeddings_dir()))
+        except SnapshotError as exc:
+            raise UserError(str(exc)) from None
+        info = describe(load_embedding(used.path), used.path)
+        return dataclasses.replace(info, note=self._register(used.path)), used
 
     def share_card(self, name: str, picture=None) -> Path:
         """A PNG card of embedding ``name`` (with ``picture``, else a plain one) under the log dir."""

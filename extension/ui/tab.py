@@ -1,104 +1,49 @@
 """The "TI Trainer" tab: the same gradio Blocks in the web UI (gradio 3.41), Forge (4.40) and
-standalone. It only calls :class:`TrainerService`; host differences live in the adapter."""
+standalone. It only calls :class:`TrainerService`; host differences live in the adapter.
+
+Layout: the left column sets a run up (the embedding, then what a first training needs, the
+rest folded away); the right column is the run in view (Train / Interrupt / Resume, status, live
+loss plot, previews), with the run's files, its snapshots and the other tools below.
+"""
 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from ..schedule import LearnRateSchedule
 from ..training import config as cfg
-from ..training.config import TrainConfig
-from .compat import file_path, import_gradio, js_kwargs
+from ..training.charts import LIVE_PLOT_SIZE, loss_figure, schedule_figure
+from .compat import file_path, import_gradio, js_kwargs, plot_kwargs, poll
+from .fields import FIRST_ROWS, FOLDED, LABELS, NOT_FIELDS, option_component, options_from_values, tab_fields
 from .jobs import JobStatus
-from .plots import curves_plot, schedule_preview
-from .service import TARGET_FIELDS, TrainerService, UserError
+from .service import TrainerService, UserError
+from .snapshots import latest_preview
+from .views import (
+    embedding_html,
+    error_html,
+    files_html,
+    problems_html,
+    snapshot_label,
+    snapshots_html,
+    status_html,
+)
+
+__all__ = [
+    "BENCH_INPUTS", "LABELS", "NOT_FIELDS", "TAB_ID", "TAB_TITLE", "bench_options", "build_tab",
+    "options_from_values", "schedule_preview", "tab_fields",
+]  # fmt: skip
 
 TAB_TITLE = "TI Trainer"
 TAB_ID = "ti_trainer"
 POLL_SECONDS = 1.0
-
-# Options the tab does not show as fields: what to train comes from the picker and the create
-# section, resume is its own button, and replacing a trained embedding is done by re-creating it.
-NOT_FIELDS = (*TARGET_FIELDS, "overwrite", "resume")
-
-GROUPS: list[tuple[str, list[str], bool]] = [
-    ("Dataset", [
-        "data", "width", "height", "repeats", "template", "caption_extension", "filename_word_regex",
-        "filename_join", "shuffle_tags", "tag_dropout", "flip_probability", "alpha_as_loss_weight",
-        "latent_sampling", "buckets", "bucket_step", "template_dir",
-    ], True),
-    ("Learning rate and steps", [
-        "learn_rate", "max_steps", "batch_size", "grad_accumulation", "clamp_batch", "weight_decay",
-        "clip_grad", "clip_grad_value", "precision", "gradient_checkpointing", "seed",
-    ], True),
-    ("Text encoding", ["emphasis", "clip_skip"], False),
-    ("Saving", ["save_format", "save_every", "keep_snapshots"], False),
-    ("Previews", [
-        "preview_every", "preview_prompt", "preview_negative_prompt", "preview_steps",
-        "preview_cfg_scale", "preview_seed", "preview_width", "preview_height",
-    ], False),
-    ("Validation", ["validation_every", "validation_data", "validation_images", "validation_timesteps"], False),
-]  # fmt: skip
-
-LABELS = {
-    "data": "Dataset folder",
-    "width": "Width (0 = the model's size)",
-    "height": "Height (0 = the model's size)",
-    "repeats": "Repeats per epoch",
-    "template": "Prompt template (name or .txt file)",
-    "caption_extension": "Caption file extension",
-    "filename_word_regex": "File name word regex",
-    "filename_join": "File name word join string",
-    "shuffle_tags": "Shuffle tags",
-    "tag_dropout": "Tag dropout",
-    "flip_probability": "Horizontal flip probability",
-    "alpha_as_loss_weight": "Use alpha as loss weight",
-    "latent_sampling": "Latent sampling",
-    "buckets": "Aspect-ratio buckets",
-    "bucket_step": "Bucket size step (pixels)",
-    "template_dir": "Extra template folder",
-    "learn_rate": "Learning rate schedule",
-    "max_steps": "Max steps",
-    "batch_size": "Batch size",
-    "grad_accumulation": "Gradient accumulation steps",
-    "clamp_batch": "Clamp batch size to the dataset",
-    "weight_decay": "Weight decay",
-    "clip_grad": "Gradient clipping",
-    "clip_grad_value": "Gradient clipping value schedule",
-    "precision": "Precision",
-    "gradient_checkpointing": "Gradient checkpointing",
-    "seed": "Seed",
-    "emphasis": "Emphasis mode",
-    "clip_skip": "CLIP skip",
-    "save_format": "Save format",
-    "save_every": "Save a snapshot every N steps (0 = off)",
-    "keep_snapshots": "Keep the newest N snapshots (0 = all)",
-    "preview_every": "Preview every N steps (0 = off)",
-    "preview_prompt": "Preview prompt (empty = the training prompt)",
-    "preview_negative_prompt": "Preview negative prompt",
-    "preview_steps": "Preview sampling steps",
-    "preview_cfg_scale": "Preview CFG scale",
-    "preview_seed": "Preview seed (-1 = training seed)",
-    "preview_width": "Preview width (0 = training size)",
-    "preview_height": "Preview height (0 = training size)",
-    "validation_every": "Validation loss every N steps (0 = off)",
-    "validation_data": "Validation folder (empty = training images at fixed seeds)",
-    "validation_images": "Validation images",
-    "validation_timesteps": "Validation timesteps per image",
-}
-
-CHOICES = {
-    "latent_sampling": cfg.LATENT_SAMPLING,
-    "clip_grad": cfg.CLIP_MODES,
-    "precision": cfg.PRECISIONS,
-    "emphasis": cfg.EMPHASIS_MODES,
-    "save_format": cfg.SAVE_FORMATS,
-}
-SLIDERS = {"tag_dropout": (0.0, 1.0, 0.05), "flip_probability": (0.0, 1.0, 0.05)}
 PICTURE_SOURCES = ("Last preview", "Uploaded picture", "Plain")
 IMPORT_TYPES = [".pt", ".bin", ".safetensors", ".png", ".webp"]
-
+CREATE_OVERWRITE = "Overwrite an existing embedding"
+IMPORT_OVERWRITE = "Replace an embedding of that name"
 
 # The Benchmark accordion (host only): component label -> BenchSettings field, with its default
 BENCH_INPUTS: list[tuple[str, str, int]] = [
@@ -124,79 +69,46 @@ def bench_options(values: list[Any]) -> dict[str, int]:
     return out
 
 
-def tab_fields() -> list[str]:
-    """Every TrainConfig field the tab shows, in layout order."""
-    return [name for _, names, _ in GROUPS for name in names]
+def _rate(rate: float) -> str:
+    if rate == 0:
+        return "0"
+    if abs(rate) >= 1e4 or abs(rate) < 1e-3:
+        return f"{rate:.0e}"
+    return f"{rate:.4g}"
 
 
-def options_from_values(names: list[str], values: list[Any], defaults: TrainConfig) -> dict[str, Any]:
-    """Component values -> TrainConfig options with the field's type (gradio numbers are floats
-    or None). Raises UserError for an empty number field."""
-    out: dict[str, Any] = {}
-    for name, value in zip(names, values):
-        kind = type(getattr(defaults, name))
-        if kind in (int, float):
-            if value is None or value == "":
-                raise UserError(f"{LABELS.get(name, name)} is empty; enter a number")
-            if kind is int:
-                if float(value) != int(float(value)):
-                    raise UserError(f"{LABELS.get(name, name)} must be a whole number, got {value}")
-                value = int(float(value))
-            else:
-                value = float(value)
-        elif kind is bool:
-            value = bool(value)
-        else:
-            value = "" if value is None else str(value)
-        out[name] = value
-    return out
-
-
-def _templates() -> list[str]:
+def schedule_preview(text: str, max_steps: int):
+    """(figure, message) for the learning-rate field: the stages drawn and summed up, or no
+    figure and the parse error (shown under the field before anything starts)."""
     try:
-        from ..training.templates import available_templates
-
-        return sorted(available_templates())
-    except Exception:  # the template list is a convenience; any name or path can be typed
-        return ["subject_filewords"]
-
-
-def _component(gr, name: str, default: Any):
-    label = LABELS.get(name, name.replace("_", " "))
-    elem_id = f"ti_trainer_{name}"
-    if name in CHOICES:
-        return gr.Dropdown(list(CHOICES[name]), value=default, label=label, elem_id=elem_id)
-    if name == "template":
-        choices = _templates()
-        if default not in choices:
-            choices.append(default)
-        return gr.Dropdown(choices, value=default, label=label, elem_id=elem_id, allow_custom_value=True)
-    if name in SLIDERS:
-        lo, hi, step = SLIDERS[name]
-        return gr.Slider(lo, hi, value=default, step=step, label=label, elem_id=elem_id)
-    if isinstance(default, bool):
-        return gr.Checkbox(value=default, label=label, elem_id=elem_id)
-    if isinstance(default, int):
-        return gr.Number(value=default, precision=0, label=label, elem_id=elem_id)
-    if isinstance(default, float):
-        return gr.Number(value=default, label=label, elem_id=elem_id)
-    lines = 2 if name in ("preview_prompt", "preview_negative_prompt") else 1
-    return gr.Textbox(value=default, label=label, elem_id=elem_id, lines=lines)
+        schedule = LearnRateSchedule.parse(text, int(max_steps))
+    except (ValueError, TypeError) as exc:
+        return None, f"Error: {exc}"
+    message = "; ".join(f"{_rate(s.rate)} for steps {s.start}-{s.end - 1}" for s in schedule.stages)
+    if schedule.end_step < schedule.max_steps:
+        message += f". Training stops at step {schedule.end_step}, before Max steps {schedule.max_steps}."
+    return schedule_figure(schedule), message
 
 
-def _md_error(message: str) -> str:
-    return f"<span class='ti_trainer_error'>{html.escape(message)}</span>"
+def _annotate(fn, **hints):
+    """Give a handler the type hints gradio looks for (gr.Request, gr.SelectData): the names are
+    local to :func:`build_tab`, where string annotations could not be resolved."""
+    fn.__annotations__ = dict(hints)
+    return fn
 
 
-def _md_problems(exc: UserError) -> str:
-    if len(exc.problems) > 1:
-        items = "".join(f"<li>{html.escape(p)}</li>" for p in exc.problems)
-        return f"<div class='ti_trainer_error'>Cannot start:<ul>{items}</ul></div>"
-    return _md_error(str(exc.problems[0] if exc.problems else exc))
+def _step_of_label(label: str | None) -> int | None:
+    m = re.match(r"step (\d+)", label or "")
+    return int(m.group(1)) if m else None
 
 
-def _files_text(status: JobStatus) -> str:
-    return "\n".join(status.files)
+def _job_marker(st: JobStatus) -> str | None:
+    """What the hidden job marker shows: the last job that ended (None while one runs)."""
+    return None if st.active else f"{st.job_id}:{st.state}"
+
+
+def _message(text: str) -> str:
+    return f"<span class='ti_trainer_ok'>{text}</span>"
 
 
 def build_tab(service: TrainerService, *, css: str | None = None, title: str | None = None):
@@ -204,378 +116,515 @@ def build_tab(service: TrainerService, *, css: str | None = None, title: str | N
     :data:`TAB_TITLE` and id :data:`TAB_ID`; the standalone server passes ``css`` and ``title``
     to make it a page of its own."""
     gr = import_gradio()
-    adapter = service.adapter
-    defaults = service.defaults()
-    fields = tab_fields()
-    option_components: list[Any] = []
-
-    def embedding_names() -> list[str]:
-        return [e.name for e in service.embeddings()]
-
-    def embedding_info(name: str | None) -> str:
-        if not name:
-            return "No embedding picked. Create or import one first."
-        try:
-            info = service.find(name)
-        except UserError as exc:
-            return _md_error(str(exc))
-        step = "not trained yet (step 0)" if not info.step else f"step {info.step}"
-        return f"**{html.escape(info.name)}**: {step}, vectors {info.shape} ({info.family}) - `{html.escape(info.path)}`"
-
-    names0 = embedding_names()
     page = {k: v for k, v in (("css", css), ("title", title)) if v is not None}
     with gr.Blocks(analytics_enabled=False, **page) as tab, gr.Column(elem_id="ti_trainer_tab"):
-        task_id = gr.Textbox(visible=False, elem_id="ti_trainer_task_id")
-        seen = gr.State(None)
-        gr.Markdown(f"Model: `{html.escape(adapter.model_label())}`", elem_id="ti_trainer_model")
-        with gr.Row():
-            with gr.Column(scale=1, elem_id="ti_trainer_setup"):
-                with gr.Accordion("Create embedding", open=not names0, elem_id="ti_trainer_create_group"):
-                    create_name = gr.Textbox(label="Name", elem_id="ti_trainer_create_name")
-                    create_init = gr.Textbox(
-                        value="*", label="Initialization text", elem_id="ti_trainer_create_init"
-                    )
-                    create_vectors = gr.Slider(
-                        1, 75, value=1, step=1, label="Vectors per token", elem_id="ti_trainer_create_vectors"
-                    )
-                    create_overwrite = gr.Checkbox(
-                        False, label="Overwrite an existing embedding", elem_id="ti_trainer_create_overwrite"
-                    )
-                    create_button = gr.Button("Create embedding", elem_id="ti_trainer_create_button")
-                    create_result = gr.Markdown(elem_id="ti_trainer_create_result")
-                with gr.Row(elem_classes=["ti_trainer_group"]):
-                    embedding = gr.Dropdown(
-                        names0,
-                        value=names0[0] if names0 else None,
-                        label="Embedding to train",
-                        elem_id="ti_trainer_embedding",
-                    )
-                    refresh = (
-                        gr.Button("\U0001f504", elem_id="ti_trainer_refresh", scale=0)
-                        if _has_scale(gr)
-                        else gr.Button("\U0001f504", elem_id="ti_trainer_refresh")
-                    )
-                info = gr.Markdown(
-                    embedding_info(names0[0] if names0 else None), elem_id="ti_trainer_embedding_info"
-                )
-                for title, names, is_open in GROUPS:
-                    slug = title.lower().replace(" ", "_")
-                    with gr.Accordion(title, open=is_open, elem_id=f"ti_trainer_group_{slug}"):
-                        for name in names:
-                            comp = _component(gr, name, getattr(defaults, name))
-                            option_components.append(comp)
-                            if name == "learn_rate":
-                                plot0, msg0 = schedule_preview(defaults.learn_rate, defaults.max_steps)
-                                schedule_plot = gr.Image(
-                                    plot0, type="pil", label="Learning rate stages", interactive=False,
-                                    elem_id="ti_trainer_schedule_plot", height=170,
-                                )  # fmt: skip
-                                schedule_msg = gr.Markdown(msg0, elem_id="ti_trainer_schedule_msg")
-                            if name == "clip_grad_value":
-                                clip_msg = gr.Markdown("", elem_id="ti_trainer_clip_msg")
-                with gr.Row(elem_classes=["ti_trainer_group"]):
-                    train_button = gr.Button("Train", variant="primary", elem_id="ti_trainer_train")
-                    interrupt_button = gr.Button("Interrupt", elem_id="ti_trainer_interrupt")
-                    resume_button = gr.Button("Resume", elem_id="ti_trainer_resume")
-                action_msg = gr.Markdown("", elem_id="ti_trainer_message")
-            with gr.Column(scale=1, elem_id="ti_trainer_results"):
-                gr.HTML("", elem_id="ti_trainer_progress")
-                status = gr.Textbox(
-                    JobStatus().summary(),
-                    label="Status",
-                    lines=6,
-                    interactive=False,
-                    elem_id="ti_trainer_status",
-                )
-                loss_plot = gr.Image(
-                    None,
-                    type="pil",
-                    label="Loss and learning rate",
-                    interactive=False,
-                    elem_id="ti_trainer_loss_plot",
-                )
-                gallery = gr.Gallery(
-                    [], label="Preview images", elem_id="ti_trainer_preview_gallery", columns=4
-                )
-                files = gr.Textbox(
-                    "", label="Files written", lines=4, interactive=False, elem_id="ti_trainer_files"
-                )
-                with gr.Accordion("Share as PNG", open=False, elem_id="ti_trainer_share_group"):
-                    share_source = gr.Radio(
-                        list(PICTURE_SOURCES),
-                        value=PICTURE_SOURCES[0],
-                        label="Card picture",
-                        elem_id="ti_trainer_share_source",
-                    )
-                    share_picture = gr.Image(
-                        None, type="pil", label="Uploaded picture", elem_id="ti_trainer_share_picture"
-                    )
-                    share_button = gr.Button("Make PNG card", elem_id="ti_trainer_share_button")
-                    share_file = gr.File(
-                        None, label="PNG card", interactive=False, elem_id="ti_trainer_share_file"
-                    )
-                    share_msg = gr.Markdown("", elem_id="ti_trainer_share_msg")
-                with gr.Accordion("Import from PNG / file", open=False, elem_id="ti_trainer_import_group"):
-                    import_upload = gr.File(
-                        None,
-                        label="Embedding file or PNG card",
-                        file_types=IMPORT_TYPES,
-                        elem_id="ti_trainer_import_file",
-                    )
-                    import_name = gr.Textbox(
-                        "", label="Import as name (empty = the stored name)", elem_id="ti_trainer_import_name"
-                    )
-                    import_overwrite = gr.Checkbox(
-                        False,
-                        label="Replace an embedding of that name",
-                        elem_id="ti_trainer_import_overwrite",
-                    )
-                    import_button = gr.Button("Import", elem_id="ti_trainer_import_button")
-                    import_msg = gr.Markdown("", elem_id="ti_trainer_import_msg")
-                with gr.Accordion("Prompt inspector", open=False, elem_id="ti_trainer_inspect_group"):
-                    inspect_prompt = gr.Textbox(
-                        "", label="Prompt to inspect", lines=2, elem_id="ti_trainer_inspect_prompt"
-                    )
-                    inspect_emphasis = gr.Dropdown(
-                        list(cfg.EMPHASIS_MODES),
-                        value=defaults.emphasis,
-                        label="Inspector emphasis mode",
-                        elem_id="ti_trainer_inspect_emphasis",
-                    )
-                    inspect_button = gr.Button("Inspect", elem_id="ti_trainer_inspect_button")
-                    inspect_out = gr.Markdown("", elem_id="ti_trainer_inspect_out")
-                if adapter.is_host:
-                    with gr.Row(elem_classes=["ti_trainer_group"]):
-                        send_weight = gr.Number(
-                            1.0, label="Weight in the prompt", elem_id="ti_trainer_send_weight"
-                        )
-                        send_button = gr.Button("Send to txt2img", elem_id="ti_trainer_send")
-                    with gr.Accordion("Benchmark", open=False, elem_id="ti_trainer_bench_group"):
-                        gr.Markdown(
-                            "Times the trainer's optimizer step on the loaded model against the bare "
-                            "forward/backward cost of the same work (and, ticked, the web UI's own "
-                            "trainer on the same settings). Generation waits while it runs.",
-                            elem_id="ti_trainer_bench_about",
-                        )
-                        bench_inputs = [
-                            gr.Number(default, precision=0, label=label, elem_id=f"ti_trainer_bench_{key}")
-                            for label, key, default in BENCH_INPUTS
-                        ]
-                        bench_compare = gr.Checkbox(
-                            False,
-                            label="Compare with the web UI's own trainer",
-                            elem_id="ti_trainer_bench_compare",
-                        )
-                        bench_button = gr.Button("Benchmark", elem_id="ti_trainer_bench_button")
-                        bench_out = gr.Code(
-                            "", language=None, label="Benchmark result", interactive=False,
-                            elem_id="ti_trainer_bench_out",
-                        )  # fmt: skip
-                        bench_msg = gr.Markdown("", elem_id="ti_trainer_bench_msg")
-
-        by_name = dict(zip(fields, option_components))
-
-        # ------------------------------------------------------------------ handlers
-
-        def refresh_choices(current: str | None):
-            names = embedding_names()
-            value = current if current in names else (names[0] if names else None)
-            return gr.update(choices=names, value=value), embedding_info(value)
-
-        def do_create(name, init_text, vectors, overwrite):
-            try:
-                created = service.create(name, init_text or "", int(vectors), overwrite=bool(overwrite))
-            except UserError as exc:
-                return _md_error(str(exc)), gr.update(), gr.update()
-            names = embedding_names()
-            note = f" - {html.escape(created.note)}" if created.note else ""
-            return (
-                f"Created **{html.escape(created.name)}** ({created.shape}) in `{html.escape(created.path)}`{note}",
-                gr.update(choices=names, value=created.name),
-                embedding_info(created.name),
-            )
-
-        def do_schedule(text, max_steps):
-            try:
-                steps = int(float(max_steps))
-            except (TypeError, ValueError):
-                return None, _md_error("Max steps is not a number")
-            image, message = schedule_preview(text or "", steps)
-            return image, (_md_error(message) if image is None else message)
-
-        def do_clip_schedule(mode, text, max_steps):
-            if mode == "none":
-                return ""
-            try:
-                steps = int(float(max_steps))
-            except (TypeError, ValueError):
-                return ""
-            image, message = schedule_preview(text or "", steps)
-            return _md_error(message) if image is None else ""
-
-        def collect(name, values) -> dict[str, Any]:
-            if not name:
-                raise UserError("pick an embedding to train (create or import one first)")
-            options = options_from_values(fields, list(values), defaults)
-            options["name"] = name
-            return options
-
-        def do_train(task, name, *values):
-            try:
-                job = service.start_training(collect(name, values), task_id=task or None)
-            except UserError as exc:
-                return _md_problems(exc)
-            return f"Training **{html.escape(name)}** started (job {job})."
-
-        def do_resume(task, name, *values):
-            last = service.runner.last_config()
-            try:
-                if last is not None and last.name == name:
-                    max_steps = options_from_values(
-                        ["max_steps"], [values[fields.index("max_steps")]], defaults
-                    )
-                    job = service.resume_training(task_id=task or None, max_steps=max_steps["max_steps"])
-                else:  # resume the picked embedding from its saved state, with the options shown
-                    options = collect(name, values)
-                    options["resume"] = True
-                    job = service.start_training(options, task_id=task or None)
-            except UserError as exc:
-                return _md_problems(exc)
-            return f"Resuming **{html.escape(name)}** (job {job})."
-
-        def do_interrupt():
-            try:
-                service.interrupt()
-            except UserError as exc:
-                return _md_error(str(exc))
-            return "Interrupting: the current state is being saved."
-
-        def do_poll(previous, current_name):
-            st = service.runner.status()
-            history = service.runner.history()
-            key = [st.job_id, st.state, len(history), len(st.previews), len(st.files)]
-            if previous is not None and list(previous) == key:
-                return (st.summary(),) + (gr.update(),) * 4 + (previous,)
-            plot = curves_plot(history, title=st.name) if history else None
-            gallery_value = [(p, Path(p).stem) for p in st.previews if Path(p).is_file()]
-            changed_state = previous is None or previous[1] != st.state
-            return (
-                st.summary(),
-                plot,
-                gallery_value,
-                _files_text(st),
-                embedding_info(current_name) if changed_state else gr.update(),
-                key,
-            )
-
-        def do_share(name, source, picture):
-            if not name:
-                return None, _md_error("pick an embedding to share")
-            chosen = None
-            if source == "Uploaded picture":
-                if picture is None:
-                    return None, _md_error("upload a picture first, or pick another card picture")
-                chosen = picture
-            elif source == "Last preview":
-                st = service.runner.status()
-                if st.name == name and st.last_preview and Path(st.last_preview).is_file():
-                    chosen = st.last_preview
-            try:
-                card = service.share_card(name, chosen)
-            except UserError as exc:
-                return None, _md_error(str(exc))
-            note = (
-                ""
-                if chosen is not None or source == "Plain"
-                else " (no preview of this embedding yet: a plain picture was used)"
-            )
-            return str(card), f"Card written to `{html.escape(str(card))}`{note}"
-
-        def do_import(upload, name, overwrite, current):
-            path = file_path(upload)
-            if not path:
-                return _md_error("choose a file to import"), gr.update(), gr.update()
-            try:
-                imported = service.import_file(
-                    path, name=(name or "").strip() or None, overwrite=bool(overwrite)
-                )
-            except UserError as exc:
-                return _md_error(str(exc)), gr.update(), gr.update()
-            names = embedding_names()
-            note = f" - {html.escape(imported.note)}" if imported.note else ""
-            return (
-                f"Imported **{html.escape(imported.name)}** ({imported.shape}) to `{html.escape(imported.path)}`{note}",
-                gr.update(choices=names, value=imported.name),
-                embedding_info(imported.name),
-            )
-
-        def do_inspect(prompt, emphasis):
-            from .inspector import format_inspection
-
-            try:
-                return format_inspection(service.inspect(prompt or "", emphasis=emphasis))
-            except UserError as exc:
-                return _md_error(str(exc))
-
-        def do_bench(compare, *values):
-            try:
-                outcome = service.benchmark(bench_options(list(values)), compare_builtin=bool(compare))
-            except UserError as exc:
-                return "", _md_error(str(exc))
-            where = f"JSON: `{html.escape(str(outcome.json_path))}`" if outcome.json_path else ""
-            return outcome.table, where
-
-        # ------------------------------------------------------------------ wiring
-
-        refresh.click(refresh_choices, [embedding], [embedding, info])
-        embedding.change(embedding_info, [embedding], [info])
-        refresh_js = getattr(adapter, "refresh_cards_js", None) if adapter.is_host else None
-        created_event = create_button.click(
-            do_create,
-            [create_name, create_init, create_vectors, create_overwrite],
-            [create_result, embedding, info],
-        )
-        for comp in (by_name["learn_rate"], by_name["max_steps"]):
-            comp.change(
-                do_schedule, [by_name["learn_rate"], by_name["max_steps"]], [schedule_plot, schedule_msg]
-            )
-        for comp in (by_name["clip_grad"], by_name["clip_grad_value"], by_name["max_steps"]):
-            comp.change(
-                do_clip_schedule,
-                [by_name["clip_grad"], by_name["clip_grad_value"], by_name["max_steps"]],
-                [clip_msg],
-            )
-        start_js = "ti_trainer_start_training" if adapter.is_host else None
-        train_inputs = [task_id, embedding, *option_components]
-        train_button.click(do_train, train_inputs, [action_msg], **js_kwargs(gr, start_js))
-        resume_button.click(do_resume, train_inputs, [action_msg], **js_kwargs(gr, start_js))
-        interrupt_button.click(do_interrupt, [], [action_msg])
-        tab.load(refresh_choices, [embedding], [embedding, info])  # embeddings made elsewhere (API, CLI)
-        tab.load(
-            do_poll, [seen, embedding], [status, loss_plot, gallery, files, info, seen],
-            every=POLL_SECONDS, show_progress="hidden",
-        )  # fmt: skip
-        share_button.click(do_share, [embedding, share_source, share_picture], [share_file, share_msg])
-        imported_event = import_button.click(
-            do_import,
-            [import_upload, import_name, import_overwrite, embedding],
-            [import_msg, embedding, info],
-        )
-        if refresh_js:
-            for event in (created_event, imported_event):
-                event.then(None, None, None, **js_kwargs(gr, refresh_js))
-        inspect_button.click(do_inspect, [inspect_prompt, inspect_emphasis], [inspect_out])
-        if adapter.is_host:
-            bench_button.click(do_bench, [bench_compare, *bench_inputs], [bench_out, bench_msg])
-            send_button.click(
-                None, [embedding, send_weight], [],
-                **js_kwargs(gr, "(name, weight) => { ti_trainer_send_embedding(name, weight); return []; }"),
-            )  # fmt: skip
+        ui = _layout(gr, service)
+        _wire(gr, tab, service, ui)
     return tab
 
 
-def _has_scale(gr) -> bool:
-    """gradio 3.41 buttons take no ``scale``; 4.x ones do."""
-    import inspect
+# ---------------------------------------------------------------------------------------- layout
 
-    return "scale" in inspect.signature(gr.Button.__init__).parameters
+
+def _layout(gr, service: TrainerService) -> SimpleNamespace:
+    """Every component, in page order; returned by name for the wiring."""
+    defaults = service.defaults()
+    names0 = [e.name for e in service.embeddings()]
+    ui = SimpleNamespace(options={}, defaults=defaults)
+    ui.task_id = gr.Textbox(visible=False, elem_id="ti_trainer_task_id")
+    # moves when a job ends while the page is open; its change event reads the picker's current value
+    ui.job_marker = gr.Textbox(visible=False, elem_id="ti_trainer_job_marker")
+    with gr.Row(equal_height=False, elem_id="ti_trainer_columns"):
+        with gr.Column(scale=1, elem_id="ti_trainer_setup"):
+            _setup_column(gr, service, ui, names0)
+        with gr.Column(scale=1, elem_id="ti_trainer_results"):
+            _run_column(gr, service, ui, names0)
+    return ui
+
+
+def _setup_column(gr, service: TrainerService, ui: SimpleNamespace, names0: list[str]) -> None:
+    defaults = ui.defaults
+    ui.model = gr.HTML(_model_html(service.adapter.model_label()), elem_id="ti_trainer_model")
+    with gr.Row(elem_classes=["ti_trainer_picker"]):
+        ui.embedding = gr.Dropdown(
+            names0, value=names0[0] if names0 else None, label="Embedding to train",
+            elem_id="ti_trainer_embedding", scale=5,
+        )  # fmt: skip
+        ui.refresh = gr.Button("↻", elem_id="ti_trainer_refresh", scale=0, min_width=48, size="sm")
+    ui.info = gr.HTML(_embedding_line(service, names0[0] if names0 else None), elem_id="ti_trainer_embedding_info")
+    with gr.Accordion("Create embedding", open=not names0, elem_id="ti_trainer_create_group") as ui.create_group:
+        ui.create_name = gr.Textbox(label="Name", elem_id="ti_trainer_create_name", max_lines=1)
+        ui.create_init = gr.Textbox(value="*", label="Initialization text", elem_id="ti_trainer_create_init", max_lines=1)
+        ui.create_vectors = gr.Slider(1, 75, value=1, step=1, label="Vectors per token", elem_id="ti_trainer_create_vectors")
+        ui.create_overwrite = gr.Checkbox(False, label=CREATE_OVERWRITE, elem_id="ti_trainer_create_overwrite")
+        ui.create_button = gr.Button("Create embedding", elem_id="ti_trainer_create_button")
+    ui.create_result = gr.HTML("", elem_id="ti_trainer_create_result")  # stays in view when the section folds
+    for row in FIRST_ROWS:
+        with gr.Row(elem_classes=["ti_trainer_fields"]):
+            for name in row:
+                ui.options[name] = option_component(gr, name, getattr(defaults, name))
+        if "learn_rate" in row:
+            figure, message = schedule_preview(defaults.learn_rate, defaults.max_steps)
+            ui.schedule_plot = gr.Plot(
+                figure, label="Learning rate stages", show_label=False, elem_id="ti_trainer_schedule_plot",
+                **plot_kwargs(gr),
+            )  # fmt: skip
+            ui.schedule_msg = gr.HTML(html.escape(message), elem_id="ti_trainer_schedule_msg")
+    for title, names in FOLDED:
+        slug = re.sub(r"\W+", "_", title.lower())
+        with gr.Accordion(title, open=False, elem_id=f"ti_trainer_group_{slug}"):
+            for name in names:
+                ui.options[name] = option_component(gr, name, getattr(defaults, name))
+                if name == "clip_grad_value":
+                    ui.clip_msg = gr.HTML("", elem_id="ti_trainer_clip_msg")
+
+
+def _run_column(gr, service: TrainerService, ui: SimpleNamespace, names0: list[str]) -> None:
+    with gr.Row(elem_classes=["ti_trainer_buttons"]):
+        ui.train = gr.Button("Train", variant="primary", elem_id="ti_trainer_train")
+        ui.interrupt = gr.Button("Interrupt", elem_id="ti_trainer_interrupt")
+        ui.resume = gr.Button("Resume", elem_id="ti_trainer_resume")
+    ui.action_msg = gr.HTML("", elem_id="ti_trainer_message")
+    gr.HTML("", elem_id="ti_trainer_progress")  # the web UI's progress bar goes here
+    ui.status = gr.HTML(status_html(JobStatus()), elem_id="ti_trainer_status")
+    ui.loss_plot = gr.Plot(
+        None, label="Loss and learning rate", show_label=False, elem_id="ti_trainer_loss_plot", **plot_kwargs(gr)
+    )
+    ui.gallery = gr.Gallery(
+        [], label="Previews (newest first)", elem_id="ti_trainer_preview_gallery", columns=5, height=170,
+        object_fit="contain",
+    )  # fmt: skip
+    with gr.Accordion("Files written", open=False, elem_id="ti_trainer_files_group"):
+        ui.files = gr.HTML(files_html([], None), elem_id="ti_trainer_files")
+    _snapshot_section(gr, ui)
+    _share_section(gr, ui, names0)
+    _import_section(gr, ui)
+    _inspector_section(gr, ui)
+    if service.adapter.is_host:
+        _host_sections(gr, ui)
+
+
+def _snapshot_section(gr, ui: SimpleNamespace) -> None:
+    with gr.Accordion("Pick the best snapshot", open=False, elem_id="ti_trainer_snapshots_group"):
+        ui.snap_run = gr.Dropdown([], label="Run (folder under the log dir)", elem_id="ti_trainer_snapshot_run")
+        ui.snap_table = gr.HTML("", elem_id="ti_trainer_snapshot_table")
+        ui.snap_gallery = gr.Gallery(
+            [], label="Snapshot previews (click one to pick it)", elem_id="ti_trainer_snapshot_gallery",
+            columns=5, height=190, object_fit="contain",
+        )  # fmt: skip
+        with gr.Row(elem_classes=["ti_trainer_fields"]):
+            ui.snap_pick = gr.Dropdown([], label="Snapshot", elem_id="ti_trainer_snapshot_pick", scale=3)
+            ui.snap_use = gr.Button("Use this snapshot", elem_id="ti_trainer_snapshot_use", scale=1)
+        ui.snap_msg = gr.HTML("", elem_id="ti_trainer_snapshot_msg")
+
+
+def _share_section(gr, ui: SimpleNamespace, names0: list[str]) -> None:
+    with gr.Accordion("Share as PNG", open=False, elem_id="ti_trainer_share_group"):
+        ui.share_name = gr.Dropdown(
+            names0, value=names0[0] if names0 else None, label="Embedding to share", elem_id="ti_trainer_share_name"
+        )
+        ui.share_source = gr.Radio(
+            list(PICTURE_SOURCES), value=PICTURE_SOURCES[0], label="Card picture", elem_id="ti_trainer_share_source"
+        )
+        ui.share_picture = gr.Image(None, type="pil", label="Uploaded picture", elem_id="ti_trainer_share_picture")
+        ui.share_button = gr.Button("Make PNG card", elem_id="ti_trainer_share_button")
+        with gr.Row(elem_classes=["ti_trainer_fields"]):
+            ui.share_card = gr.Image(
+                None, type="filepath", label="Card", interactive=False, elem_id="ti_trainer_share_card", height=260
+            )
+            ui.share_file = gr.File(None, label="Download the card", interactive=False, elem_id="ti_trainer_share_file")
+        ui.share_msg = gr.HTML("", elem_id="ti_trainer_share_msg")
+
+
+def _import_section(gr, ui: SimpleNamespace) -> None:
+    with gr.Accordion("Import from PNG / file", open=False, elem_id="ti_trainer_import_group"):
+        ui.import_upload = gr.File(
+            None, label="Embedding file or PNG card", file_types=IMPORT_TYPES, elem_id="ti_trainer_import_file"
+        )
+        ui.import_name = gr.Textbox(
+            "", label="Import as name (empty = the stored name)", elem_id="ti_trainer_import_name", max_lines=1
+        )
+        ui.import_overwrite = gr.Checkbox(False, label=IMPORT_OVERWRITE, elem_id="ti_trainer_import_overwrite")
+        ui.import_button = gr.Button("Import", elem_id="ti_trainer_import_button")
+        ui.import_msg = gr.HTML("", elem_id="ti_trainer_import_msg")
+
+
+def _inspector_section(gr, ui: SimpleNamespace) -> None:
+    with gr.Accordion("Prompt inspector", open=False, elem_id="ti_trainer_inspect_group"):
+        ui.inspect_prompt = gr.Textbox("", label="Prompt to inspect", lines=2, elem_id="ti_trainer_inspect_prompt")
+        ui.inspect_emphasis = gr.Dropdown(
+            list(cfg.EMPHASIS_MODES), value=ui.defaults.emphasis, label="Inspector emphasis mode",
+            elem_id="ti_trainer_inspect_emphasis",
+        )  # fmt: skip
+        ui.inspect_button = gr.Button("Inspect", elem_id="ti_trainer_inspect_button")
+        ui.inspect_out = gr.HTML("", elem_id="ti_trainer_inspect_out")
+
+
+def _host_sections(gr, ui: SimpleNamespace) -> None:
+    with gr.Row(elem_classes=["ti_trainer_fields"]):
+        ui.send_weight = gr.Number(1.0, label="Weight in the prompt", elem_id="ti_trainer_send_weight")
+        ui.send_button = gr.Button("Send to txt2img", elem_id="ti_trainer_send")
+    with gr.Accordion("Benchmark", open=False, elem_id="ti_trainer_bench_group"):
+        gr.Markdown(
+            "Times the trainer's optimizer step on the loaded model against the bare "
+            "forward/backward cost of the same work (and, ticked, the web UI's own "
+            "trainer on the same settings). Generation waits while it runs.",
+            elem_id="ti_trainer_bench_about",
+        )
+        ui.bench_inputs = [
+            gr.Number(default, precision=0, label=label, elem_id=f"ti_trainer_bench_{key}")
+            for label, key, default in BENCH_INPUTS
+        ]
+        ui.bench_compare = gr.Checkbox(
+            False, label="Compare with the web UI's own trainer", elem_id="ti_trainer_bench_compare"
+        )
+        ui.bench_button = gr.Button("Benchmark", elem_id="ti_trainer_bench_button")
+        ui.bench_out = gr.Code(
+            "", language=None, label="Benchmark result", interactive=False, elem_id="ti_trainer_bench_out"
+        )
+        ui.bench_msg = gr.Markdown("", elem_id="ti_trainer_bench_msg")
+
+
+def _model_html(label: str) -> str:
+    return f"Model: <code>{html.escape(label)}</code>"
+
+
+def _embedding_line(service: TrainerService, name: str | None) -> str:
+    if not name:
+        return embedding_html(None)
+    try:
+        return embedding_html(service.find(name))
+    except UserError as exc:
+        return embedding_html(None, str(exc))
+
+
+# ---------------------------------------------------------------------------------------- wiring
+
+
+def _wire(gr, tab, service: TrainerService, ui: SimpleNamespace) -> None:
+    """Connect the handlers; each one is a small function over the service."""
+    h = _Handlers(gr, service, ui)
+    fields = tab_fields()
+    option_values = [ui.options[n] for n in fields]
+    opts = ui.options
+    adapter = service.adapter
+
+    # Programmatic changes never trigger other handlers ("input" events, not "change"): each
+    # handler returns everything it changes, so nothing cascades and nothing reads a stale value.
+    snapshot_outputs = [ui.snap_table, ui.snap_gallery, ui.snap_pick]
+    picked_outputs = [ui.info, ui.share_name, ui.snap_run, *snapshot_outputs]
+    ui.refresh.click(h.refresh, [ui.embedding], [ui.embedding, *picked_outputs])
+    ui.embedding.input(h.picked, [ui.embedding], picked_outputs)
+    ui.snap_run.input(h.run_snapshots, [ui.embedding, ui.snap_run], snapshot_outputs)
+    # the poll changes the marker when a job ends; the picked embedding may be the one it trained
+    ui.job_marker.change(h.picked, [ui.embedding], picked_outputs)
+    tab.load(h.on_load, None, [ui.embedding, ui.create_group, *picked_outputs])
+    poll(gr, tab, h.poll, [ui.status, ui.model, ui.loss_plot, ui.gallery, ui.files, ui.job_marker], POLL_SECONDS)
+
+    refresh_js = getattr(adapter, "refresh_cards_js", None) if adapter.is_host else None
+    created = ui.create_button.click(
+        h.create, [ui.create_name, ui.create_init, ui.create_vectors, ui.create_overwrite],
+        [ui.create_result, ui.create_group, ui.embedding, *picked_outputs],
+    )  # fmt: skip
+    schedule_inputs = [opts["learn_rate"], opts["max_steps"]]
+    clip_inputs = [opts["clip_grad"], opts["clip_grad_value"], opts["max_steps"]]
+    for comp in schedule_inputs:
+        comp.input(h.schedule, schedule_inputs, [ui.schedule_plot, ui.schedule_msg])
+    for comp in clip_inputs:
+        comp.input(h.clip_schedule, clip_inputs, [ui.clip_msg])
+    start_js = "ti_trainer_start_training" if adapter.is_host else None
+    train_inputs = [ui.task_id, ui.embedding, *option_values]
+    ui.train.click(h.train, train_inputs, [ui.action_msg, ui.status], **js_kwargs(gr, start_js))
+    ui.resume.click(h.resume, train_inputs, [ui.action_msg, ui.status], **js_kwargs(gr, start_js))
+    ui.interrupt.click(h.interrupt, None, [ui.action_msg, ui.status])
+
+    ui.snap_gallery.select(h.gallery_pick, [ui.embedding, ui.snap_run], [ui.snap_pick])
+    used = ui.snap_use.click(h.use_snapshot, [ui.embedding, ui.snap_run, ui.snap_pick], [ui.snap_msg, ui.info, *snapshot_outputs])
+    ui.share_button.click(
+        h.share, [ui.share_name, ui.share_source, ui.share_picture], [ui.share_card, ui.share_file, ui.share_msg]
+    )
+    imported = ui.import_button.click(
+        h.import_file, [ui.import_upload, ui.import_name, ui.import_overwrite], [ui.import_msg, ui.embedding, *picked_outputs]
+    )
+    if refresh_js:
+        for event in (created, imported, used):
+            event.then(None, None, None, **js_kwargs(gr, refresh_js))
+    ui.inspect_button.click(h.inspect, [ui.inspect_prompt, ui.inspect_emphasis], [ui.inspect_out])
+    if adapter.is_host:
+        ui.bench_button.click(h.do_bench, [ui.bench_compare, *ui.bench_inputs], [ui.bench_out, ui.bench_msg])
+        ui.send_button.click(
+            None, [ui.embedding, ui.send_weight], [],
+            **js_kwargs(gr, "(name, weight) => { ti_trainer_send_embedding(name, weight); return []; }"),
+        )  # fmt: skip
+
+
+class _Handlers:
+    """The tab's event handlers (each returns the new values of its outputs)."""
+
+    def __init__(self, gr, service: TrainerService, ui: SimpleNamespace):
+        self.gr = gr
+        self.service = service
+        self.ui = ui
+        self.fields = tab_fields()
+        self.defaults = ui.defaults
+
+        def gallery_pick(embedding, run, evt):
+            return self._gallery_pick(embedding, run, evt)
+
+        self.gallery_pick = _annotate(gallery_pick, evt=gr.SelectData)
+
+    # -- the picked embedding ------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.service.embeddings()]
+
+    def _pick(self, value: str | None) -> tuple:
+        """The picker showing ``value`` (else the first embedding), and everything that follows it."""
+        names = self.names()
+        value = value if value in names else (names[0] if names else None)
+        return (self.gr.update(choices=names, value=value), *self.picked(value))
+
+    def refresh(self, current: str | None):
+        return self._pick(current)
+
+    def on_load(self):
+        """A (re)loaded page picks the embedding of the job in view, so picker, status and plot agree."""
+        st = self.service.runner.status()
+        picker, *rest = self._pick(st.name or None)
+        create = self.gr.update(open=not self.names())  # folded once there is something to train
+        return (picker, create, *rest)
+
+    def picked(self, name: str | None):
+        """Everything that follows the picked embedding: its line, the share picker, its runs and snapshots."""
+        info = _embedding_line(self.service, name)
+        share = self.gr.update(choices=self.names(), value=name)
+        runs, run = [], None
+        if name:
+            from .snapshots import run_folders, run_id
+
+            log_dir = Path(self.service.adapter.log_dir())
+            runs = [run_id(log_dir, r) for r in run_folders(log_dir, name)]
+            run = runs[0] if runs else None
+        snapshots = self.run_snapshots(name, run)
+        return (info, share, self.gr.update(choices=runs, value=run), *snapshots)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _snapshots(self, name: str | None, run: str | None):
+        if not name:
+            return None, []
+        try:
+            return self.service.snapshots(name, run or None)
+        except UserError:
+            return None, []
+
+    def run_snapshots(self, name: str | None, run: str | None):
+        run_id, snaps = self._snapshots(name, run)
+        if run_id is None:
+            hint = "<div class='ti_trainer_muted'>No snapshots of this embedding yet: training saves one every "
+            hint += '"Save a snapshot every N steps" (under Saving snapshots).</div>'
+            return hint, [], self.gr.update(choices=[], value=None)
+        try:
+            current = self.service.find(name).step
+        except UserError:
+            current = None
+        labels = [snapshot_label(s) for s in snaps]
+        default = next((snapshot_label(s) for s in snaps if s.best), labels[-1] if labels else None)
+        gallery = [(str(s.preview), f"step {s.step}" + (" ★" if s.best else "")) for s in snaps if s.preview]
+        return snapshots_html(run_id, snaps, current), gallery, self.gr.update(choices=labels, value=default)
+
+    def _gallery_pick(self, embedding, run, evt):
+        _, snaps = self._snapshots(embedding, run)
+        with_preview = [s for s in snaps if s.preview]
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not isinstance(index, int) or not 0 <= index < len(with_preview):
+            return self.gr.update()
+        return self.gr.update(value=snapshot_label(with_preview[index]))
+
+    def use_snapshot(self, name: str | None, run: str | None, label: str | None):
+        step = _step_of_label(label)
+        if not name or step is None:
+            return (error_html("pick an embedding and one of its snapshots first"), self.gr.update(), *self.run_snapshots(name, run))
+        try:
+            info, used = self.service.use_snapshot(name, step, run or None)
+        except UserError as exc:
+            return (error_html(str(exc)), self.gr.update(), *self.run_snapshots(name, run))
+        kept = ", ".join(f"<code>{html.escape(p.name)}</code>" for p in used.backups)
+        text = f"<b>{html.escape(name)}</b> is now the snapshot of step {used.step}"
+        text += f"; the previous file is kept as {kept}." if kept else "."
+        if info.note:
+            text += f" {error_html(info.note)}"
+        return (_message(text), embedding_html(info), *self.run_snapshots(name, run))
+
+    # -- the schedule fields --------------------------------------------------------------------
+
+    def schedule(self, text, max_steps):
+        try:
+            steps = int(float(max_steps))
+        except (TypeError, ValueError):
+            return None, error_html("Max steps is not a number")
+        figure, message = schedule_preview(text or "", steps)
+        return figure, (error_html(message) if figure is None else html.escape(message))
+
+    def clip_schedule(self, mode, text, max_steps):
+        if mode == "none":
+            return ""
+        try:
+            LearnRateSchedule.parse(text or "", int(float(max_steps)), allow_zero=True)
+        except (TypeError, ValueError) as exc:
+            return error_html(f"Error: {exc}")
+        return ""
+
+    # -- training -------------------------------------------------------------------------------
+
+    def _options(self, name, values) -> dict[str, Any]:
+        if not name:
+            raise UserError("pick an embedding to train (create or import one first)")
+        options = options_from_values(self.fields, list(values), self.defaults)
+        options["name"] = name
+        return options
+
+    def _already_done(self, name: str, max_steps: int) -> str | None:
+        try:
+            step = self.service.find(name).step or 0
+        except UserError:
+            return None
+        if step < max_steps:
+            return None
+        return error_html(
+            f"{name} is already trained for {step} steps (Max steps {max_steps}); raise \"Max steps\" to train on"
+        )
+
+    def _status(self) -> str:
+        return status_html(self.service.runner.status())
+
+    def train(self, task, name, *values):
+        try:
+            options = self._options(name, values)
+            done = self._already_done(name, options["max_steps"])
+            if done:
+                return done, self._status()
+            self.service.start_training(options, task_id=task or None)
+        except UserError as exc:
+            return problems_html(exc.problems), self._status()
+        return _message(f"Training <b>{html.escape(name)}</b> started."), self._status()
+
+    def resume(self, task, name, *values):
+        last = self.service.runner.last_config()
+        try:
+            options = self._options(name, values)
+            done = self._already_done(name, options["max_steps"])
+            if done:
+                return done, self._status()
+            if last is not None and last.name == name:
+                self.service.resume_training(task_id=task or None, max_steps=options["max_steps"])
+            else:  # resume the picked embedding from its saved state, with the options shown
+                self.service.start_training({**options, "resume": True}, task_id=task or None)
+        except UserError as exc:
+            return problems_html(exc.problems), self._status()
+        return _message(f"Resuming <b>{html.escape(name)}</b>."), self._status()
+
+    def interrupt(self):
+        try:
+            self.service.interrupt()
+        except UserError:
+            return error_html("Nothing to interrupt: no training is running."), self._status()
+        return _message("Interrupting: the current state is being saved."), self._status()
+
+    def poll(self, memory: dict):
+        """Status, model, plot, previews and files of the job in view; ``gr.update()`` for what
+        this page already shows."""
+        runner = self.service.runner
+        st = runner.status()
+        history = runner.history()
+        values = {
+            "status": status_html(st),
+            "model": _model_html(self.service.adapter.model_label()),
+            "plot": (st.job_id, len(history)),
+            "gallery": tuple(st.previews),
+            "files": (tuple(st.files), st.run_dir),
+            "marker": _job_marker(st),
+        }
+        out = []
+        for key, value in values.items():
+            if key == "marker" and (value is None or key not in memory):
+                # only a job ending while the page is open moves the marker (nothing at page load)
+                memory.setdefault(key, value)
+                out.append(self.gr.update())
+                continue
+            if memory.get(key) == value:
+                out.append(self.gr.update())
+                continue
+            memory[key] = value
+            if key == "plot":
+                title = f"{st.name}: loss and learning rate"
+                value = loss_figure(history, title=title, size=LIVE_PLOT_SIZE) if history else None
+            elif key == "gallery":
+                value = [(p, f"step {Path(p).stem.rsplit('-', 1)[-1]}") for p in reversed(st.previews) if Path(p).is_file()]
+            elif key == "files":
+                value = files_html(st.files, st.run_dir)
+            out.append(value)
+        return tuple(out)
+
+    # -- create, import, share, inspect, benchmark ---------------------------------------------
+
+    def _unchanged(self) -> tuple:
+        """gr.update() for the picker and everything that follows it."""
+        return tuple(self.gr.update() for _ in range(7))
+
+    def create(self, name, init_text, vectors, overwrite):
+        try:
+            created = self.service.create(name, init_text or "", int(vectors), overwrite=bool(overwrite))
+        except UserError as exc:
+            return (error_html(str(exc), overwrite_label=CREATE_OVERWRITE), self.gr.update(), *self._unchanged())
+        note = f" {error_html(created.note)}" if created.note else ""
+        text = f"Created <b>{html.escape(created.name)}</b> ({html.escape(created.shape)}) in <code>{html.escape(created.path)}</code>."
+        return (_message(text) + note, self.gr.update(open=False), *self._pick(created.name))
+
+    def import_file(self, upload, name, overwrite):
+        path = file_path(upload)
+        if not path:
+            return (error_html("choose a file to import"), *self._unchanged())
+        try:
+            imported = self.service.import_file(path, name=(name or "").strip() or None, overwrite=bool(overwrite))
+        except UserError as exc:
+            return (error_html(str(exc), overwrite_label=IMPORT_OVERWRITE), *self._unchanged())
+        note = f" {error_html(imported.note)}" if imported.note else ""
+        text = f"Imported <b>{html.escape(imported.name)}</b> ({html.escape(imported.shape)}) to <code>{html.escape(imported.path)}</code>."
+        return (_message(text) + note, *self._pick(imported.name))
+
+    def share(self, name, source, picture):
+        if not name:
+            return None, None, error_html("pick an embedding to share")
+        chosen = None
+        if source == "Uploaded picture":
+            if picture is None:
+                return None, None, error_html("upload a picture first, or pick another card picture")
+            chosen = picture
+        elif source == "Last preview":
+            chosen = latest_preview(Path(self.service.adapter.log_dir()), name)
+        try:
+            card = self.service.share_card(name, chosen)
+        except UserError as exc:
+            return None, None, error_html(str(exc))
+        note = ""
+        if chosen is None and source == "Last preview":
+            note = " (no preview of this embedding yet: a plain picture was used)"
+        text = f"Card of <b>{html.escape(name)}</b> written to <code>{html.escape(str(card))}</code>{note}."
+        return str(card), str(card), _message(text)
+
+    def inspect(self, prompt, emphasis):
+        from .inspector import format_inspection
+
+        try:
+            return format_inspection(self.service.inspect(prompt or "", emphasis=emphasis))
+        except (UserError, ImportError) as exc:  # ImportError: no tokenizer in this environment
+            return error_html(str(exc))
+
+    def do_bench(self, compare, *values):
+        try:
+            outcome = self.service.benchmark(bench_options(list(values)), compare_builtin=bool(compare))
+        except UserError as exc:
+            return "", error_html(str(exc))
+        where = f"JSON: `{html.escape(str(outcome.json_path))}`" if outcome.json_path else ""
+        return outcome.table, where

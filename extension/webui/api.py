@@ -2,7 +2,8 @@
 
 Routes: ``POST create``, ``POST train`` (every training option as JSON, defaults as in the tab;
 returns a job id), ``GET status``, ``POST interrupt``, ``GET embeddings``, ``POST inspect``,
-``POST import`` (a file as base64). The pydantic models work with pydantic 1 (the web UI) and 2
+``POST import`` (a file as base64), ``GET snapshots`` and ``POST snapshots/use`` (make a run's
+snapshot the embedding). The pydantic models work with pydantic 1 (the web UI) and 2
 (Forge). A bad request gets a 4xx with ``{"detail": message, "problems": [...]}``.
 
 This module imports no ``modules.*``: the host passes its auth dependencies to :func:`mount_api`.
@@ -132,6 +133,16 @@ class ImportRequest(_Strict):
     data: str = Field(description="The file's bytes, base64-encoded")
     name: str | None = Field(None, description="Store under this name instead of the file's")
     overwrite: bool = False
+
+
+class UseSnapshotRequest(_Strict):
+    name: str = Field(description="The embedding")
+    step: int = Field(description="The snapshot's step (see GET snapshots)")
+    run: str | None = Field(None, description="The run, e.g. 2024-06-01/cat (default: the newest with snapshots)")
+
+
+class UsedSnapshotResponse(EmbeddingResponse):
+    backups: list[str] = Field(description="The replaced files, kept under these names")
 
 
 class BenchRequest(_Strict):
@@ -272,6 +283,25 @@ def build_router(service: TrainerService, *, dependencies: list | None = None) -
             except UserError as exc:
                 return _error(exc)
         return info.to_dict()
+
+    @router.get("/snapshots", responses=_ERRORS, summary="A run's snapshots: step, losses, preview, best")
+    def snapshots(name: str, run: str | None = None):
+        try:
+            run_id, found = service.snapshots(name, run)
+        except UserError as exc:
+            return _error(exc)
+        return {"name": name, "run": run_id, "snapshots": [s.to_dict() for s in found]}
+
+    @router.post(
+        "/snapshots/use", response_model=UsedSnapshotResponse, responses=_ERRORS,
+        summary="Make a snapshot the embedding (the replaced file is kept as .bak) and register it",
+    )  # fmt: skip
+    def use_snapshot(req: UseSnapshotRequest):
+        try:
+            info, used = service.use_snapshot(req.name, req.step, req.run)
+        except UserError as exc:
+            return _error(exc)
+        return {**info.to_dict(), "backups": [str(p) for p in used.backups]}
 
     return router
 
