@@ -287,6 +287,30 @@ def test_nan_loss_stops_restores_the_last_good_vectors_and_advises(tmp_path, dat
     assert not resume_state_path(result.embedding_path).exists()  # the optimizer state is not trusted
 
 
+class PreviewFails:
+    """The tiny backend whose preview sampler raises (e.g. a host sampler that cannot load)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def sample_preview(self, request, embeddings):
+        raise OSError("the preview decoder could not be downloaded")
+
+
+def test_a_failing_preview_does_not_end_the_run(tmp_path, data_dir):
+    messages: list[str] = []
+    result = train(
+        config(tmp_path, data_dir, max_steps=3, preview_every=1), PreviewFails(tiny("sd1")),
+        callbacks=TrainCallbacks(on_message=messages.append),
+    )  # fmt: skip
+    assert result.reason == "completed" and result.steps_done == 3
+    failed = [m for m in messages if "preview at step" in m]
+    assert len(failed) == 3 and "could not be downloaded" in failed[0] and "training goes on" in failed[0]
+
+
 def test_snapshots_previews_cards_and_logs(tmp_path, data_dir):
     backend = tiny("sd1")
     saved: list[Path] = []

@@ -575,11 +575,15 @@ class TrainingRun:
             return
         from .preview import preview_request, save_preview
 
-        files = save_preview(
-            self.backend, preview_request(self.config, training_prompt), self.name, self.vectors,
-            self.dirs.preview(step), card_path=self.dirs.card(step),
-            embedding=self.make_embedding(f"{self.name}-{step}", step), step=step,
-        )  # fmt: skip
+        try:
+            files = save_preview(
+                self.backend, preview_request(self.config, training_prompt), self.name, self.vectors,
+                self.dirs.preview(step), card_path=self.dirs.card(step),
+                embedding=self.make_embedding(f"{self.name}-{step}", step), step=step,
+            )  # fmt: skip
+        except Exception as exc:  # a preview is a view of the run, never a reason to lose it
+            self.note(f"the preview at step {step} failed ({type(exc).__name__}: {exc}); training goes on")
+            return
         self.result.files.append(files.image)
         if files.card is not None:
             self.result.files.append(files.card)
