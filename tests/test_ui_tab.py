@@ -258,9 +258,10 @@ def test_the_run_in_view_and_the_state_bugs(built, data) -> None:
     # Use this snapshot: the step-2 snapshot becomes dog, the info line says so
     from extension.ui.compat import import_gradio
 
-    message, info, table, *_ = handler(tab, "use_snapshot")("dog", run["value"], "step 2")
+    message, info, table, _, picked = handler(tab, "use_snapshot")("dog", run["value"], "step 2")
     assert "<b>dog</b> is now the snapshot of step 2" in message and "dog.safetensors.bak" in message
     assert "<b>dog</b>: step 2" in info and "the embedding's step now" in table
+    assert picked["value"].startswith("step 2")  # the picker stays on the snapshot used
     evt = import_gradio().SelectData(None, {"index": 0, "value": None, "selected": True})
     assert handler(tab, "gallery_pick")("dog", run["value"], evt)["value"].startswith("step 2")
 

@@ -418,7 +418,7 @@ class _Handlers:
         except UserError:
             return None, []
 
-    def run_snapshots(self, name: str | None, run: str | None):
+    def run_snapshots(self, name: str | None, run: str | None, selected: int | None = None):
         run_id, snaps = self._snapshots(name, run)
         if run_id is None:
             hint = "<div class='ti_trainer_muted'>No snapshots of this embedding yet: training saves one every "
@@ -430,6 +430,7 @@ class _Handlers:
             current = None
         labels = [snapshot_label(s) for s in snaps]
         default = next((snapshot_label(s) for s in snaps if s.best), labels[-1] if labels else None)
+        default = next((snapshot_label(s) for s in snaps if s.step == selected), default)
         gallery = [(str(s.preview), f"step {s.step}" + (" ★" if s.best else "")) for s in snaps if s.preview]
         return snapshots_html(run_id, snaps, current), gallery, self.gr.update(choices=labels, value=default)
 
@@ -454,7 +455,7 @@ class _Handlers:
         text += f"; the previous file is kept as {kept}." if kept else "."
         if info.note:
             text += f" {error_html(info.note)}"
-        return (_message(text), embedding_html(info), *self.run_snapshots(name, run))
+        return (_message(text), embedding_html(info), *self.run_snapshots(name, run, selected=used.step))
 
     # -- the schedule fields --------------------------------------------------------------------
 
