@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -36,7 +37,8 @@ def run_cli(*args: str, cwd: Path = ROOT, prefix: tuple[str, ...] = ()) -> subpr
 
 
 def imported_torch(stderr: str) -> bool:
-    return any(line.rstrip().endswith("| torch") for line in stderr.splitlines())
+    """Whether ``-X importtime`` lists the top-level ``torch`` module."""
+    return any(re.search(r"\|\s+torch$", line.rstrip()) for line in stderr.splitlines())
 
 
 def messages(stderr: str) -> str:
@@ -64,6 +66,11 @@ def test_help_and_argument_errors_do_not_import_torch(args, code):
     res = run_cli(*args)
     assert res.returncode == code, res.stderr[-2000:]
     assert not imported_torch(res.stderr), args
+
+
+def test_the_torch_detector_sees_torch():
+    res = subprocess.run([sys.executable, "-X", "importtime", "-c", "import torch"], capture_output=True, text=True)
+    assert imported_torch(res.stderr)
 
 
 def test_name_and_vector_errors_do_not_import_torch(tmp_path):
