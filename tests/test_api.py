@@ -411,3 +411,18 @@ def test_validation_folder_is_checked_up_front_and_never_listed(env, data: Path,
     assert_error(r, 400, "broken.png")
     assert "adduser" not in r.text and "passwd" not in r.text
     assert service.runner.status().state == "idle"
+
+
+def test_a_run_never_lists_the_other_files_of_its_folders(env, tmp_path: Path) -> None:
+    from extension.training.demo_data import make_demo_dataset
+
+    client, service, _ = env
+    folder = make_demo_dataset(tmp_path / "mixed", n=2, size=64)
+    for name in ("passwd", "id_rsa", "notes.md"):
+        (folder / name).write_text("secret", encoding="utf-8")
+    body = {"name": "fresh", "data": str(folder), "width": 64, "height": 64, "max_steps": 1}
+    assert client.post(url("train"), json=body).status_code == 200
+    st = service.runner.wait(120)
+    assert st.state == "finished", st.summary()
+    text = str(client.get(url("status")).json())
+    assert "passwd" not in text and "id_rsa" not in text and "notes.md" not in text

@@ -172,12 +172,13 @@ def test_corrupt_and_truncated_files_raise_read_errors(tmp_path):
 
 
 def test_scan_folder_lists_images_and_skips_other_files(tmp_path):
-    for name in ("b.png", "a.JPG", "c.webp", "a.txt", "notes.md", ".hidden.png"):
+    for name in ("b.png", "a.JPG", "c.webp", "a.txt", "notes.md", ".hidden.png", "d.HEIC", "passwd"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     images, skipped = scan_folder(tmp_path)
     assert [p.name for p in images] == ["a.JPG", "b.png", "c.webp"]
-    assert [(p.name, "not an image" in why) for p, why in skipped] == [("notes.md", True)]
+    # only pictures in formats we do not read are named; other files never appear in a message
+    assert [(p.name, "not supported; save it as .png" in why) for p, why in skipped] == [("d.HEIC", True)]
 
 
 def test_scan_folder_errors_name_the_folder_and_the_fix(tmp_path):

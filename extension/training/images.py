@@ -29,6 +29,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# pictures in formats we do not read: named as skipped; any other file is passed over silently, so
+# that no message ever lists a folder's other files (an API client may name any server folder)
+OTHER_PICTURE_EXTENSIONS = (
+    ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".svg", ".psd", ".ico", ".raw", ".dng", ".cr2", ".nef", ".arw",
+)
 FLATTEN_BACKGROUND = (255, 255, 255)
 RESAMPLE = Image.Resampling.LANCZOS
 MAX_DECODE_PIXELS = 150_000_000  # about 12000x12000: 450 MB as 8-bit RGB; bigger headers are refused
@@ -61,9 +66,9 @@ class DecodedImage:
 def scan_folder(folder: Path, caption_extension: str = ".txt") -> tuple[list[Path], list[tuple[Path, str]]]:
     """The candidate image files of ``folder`` (sorted by name) and the files that are skipped.
 
-    Caption files (``caption_extension`` and ``.txt``), hidden files and sub-folders are ignored silently; other files whose extension is
-    not an image extension are listed as skipped. Raises :class:`DatasetError` for a missing, non-folder
-    or empty ``folder``.
+    Pictures in formats that are not read (:data:`OTHER_PICTURE_EXTENSIONS`) are listed as skipped;
+    every other file (captions in ``caption_extension``, notes...), hidden files and sub-folders are
+    passed over silently. Raises :class:`DatasetError` for a missing, non-folder or empty ``folder``.
     """
     folder = Path(folder)
     if not str(folder).strip():
@@ -84,15 +89,14 @@ def scan_folder(folder: Path, caption_extension: str = ".txt") -> tuple[list[Pat
             f"Dataset folder {str(folder)!r} is empty: put your training images "
             f"({', '.join(IMAGE_EXTENSIONS)}) in it (sub-folders are not searched)."
         )
-    quiet = {caption_extension.lower(), ".txt"}  # caption files are expected next to images
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     for path in files:
         suffix = path.suffix.lower()
         if suffix in IMAGE_EXTENSIONS:
             images.append(path)
-        elif suffix not in quiet:
-            skipped.append((path, f"not an image file (extension {suffix or 'missing'})"))
+        elif suffix in OTHER_PICTURE_EXTENSIONS:
+            skipped.append((path, f"a {suffix} picture, which is not supported; save it as .png or .jpg"))
     return images, skipped
 
 
