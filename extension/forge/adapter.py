@@ -20,6 +20,7 @@ from ..webui import glue
 from ..webui.host_adapter import HostJobHooks, WebUIAdapter
 from .backend import ForgeBackend
 from .families import FAMILIES
+from .options import host_template_dir
 
 NO_BUILTIN = (
     "Forge has no built-in embedding trainer to compare with (it removed the web UI's Train tab); "
@@ -41,6 +42,12 @@ class ForgeAdapter(WebUIAdapter):
     @staticmethod
     def builtin_benchmark(backend):
         raise ValueError(NO_BUILTIN)
+
+    def default_options(self) -> dict[str, object]:
+        """The web UI's tab defaults, offering Forge's template folder only where it exists."""
+        options = super().default_options()
+        options["template_dir"] = host_template_dir(options.get("template_dir"))
+        return options
 
     # -- model --------------------------------------------------------------------------------------
 
