@@ -72,8 +72,9 @@ def run_until_signalled(tmp_path: Path, data: Path, sig: signal.Signals) -> tupl
     err = Stderr(proc)
     err.wait_for(rf"\b[1-9]\d*/{STEPS}\b", proc)  # the progress bar shows a finished step
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=240)
-    err.join()
+    proc.wait(timeout=240)  # stdout is a few lines: its pipe cannot fill up meanwhile
+    out = proc.stdout.read()
+    err.join()  # stderr is read by the thread alone (communicate() would race it for the output)
     return proc.returncode, out.decode(), err.text
 
 
