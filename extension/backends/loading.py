@@ -60,7 +60,8 @@ def load_backend(
     text_options: TextOptions | None = None,
 ) -> StandaloneBackend:
     """Load ``source``: ``"tiny-sd1"``/``"tiny-sd2"``/``"tiny-sdxl"`` (optionally ``"tiny-sd1@<seed>"``),
-    a diffusers folder, or a single ``.safetensors`` checkpoint.
+    ``"random-sd15"``/``"random-sd2v"``/``"random-sdxl"`` (full size, random weights, optionally
+    ``@<seed>``), a diffusers folder, or a single ``.safetensors`` checkpoint.
 
     ``prediction_type`` ("epsilon" or "v_prediction") overrides what the source says or implies.
     """
@@ -74,10 +75,20 @@ def load_backend(
             family, seed, dev, dtype=dtype or torch.float32, prediction_type=prediction_type,
             text_options=text_options,
         )  # fmt: skip
+    from .full_size import build_random_backend, parse_random_model_name
+
+    random_model = parse_random_model_name(source)
+    if random_model:  # the released architectures at full size, seeded random weights
+        arch, seed = random_model
+        return build_random_backend(
+            arch, seed, dev, dtype=dtype or default_dtype(dev), prediction_type=prediction_type,
+            text_options=text_options,
+        )  # fmt: skip
     path = Path(source).expanduser()
     if not path.exists():
         raise ModelLoadError(
-            f"model {source!r} not found: give tiny-sd1, tiny-sd2, tiny-sdxl, a diffusers folder "
+            f"model {source!r} not found: give tiny-sd1, tiny-sd2, tiny-sdxl, random-sd15, random-sd2v, "
+            "random-sdxl, a diffusers folder "
             "(with model_index.json) or a .safetensors checkpoint file"
         )
     dtype = dtype or default_dtype(dev)

@@ -15,13 +15,46 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MiB"
 
 
+def _rate(value: float) -> str:
+    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"  # full-size models on a CPU: 0.011
+
+
 def _timing_row(label: str, t: Timing) -> str:
-    return f"{label:<27}{_ms(t.median):>11}{_ms(min(t.times)):>11}{_ms(max(t.times)):>11}{t.samples_per_second:>11.2f}"
+    return f"{label:<27}{_ms(t.median):>11}{_ms(min(t.times)):>11}{_ms(max(t.times)):>11}{_rate(t.samples_per_second):>11}"
 
 
 def _cpu_row(label: str, t: Timing) -> str:
     c = t.cpu_times
     return f"{label:<27}{_ms(statistics.median(c)):>11}{_ms(min(c)):>11}{_ms(max(c)):>11}"
+
+
+def _flop_amount(value: float | None) -> str:
+    """``value`` FLOPs with an SI prefix: "1.234 TFLOP", "45.6 GFLOP"."""
+    if value is None:
+        return "-"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if value >= factor:
+            return f"{value / factor:.3g} {prefix}FLOP"
+    return f"{value:.0f} FLOP"
+
+
+def _flop_lines(flops: dict | None) -> list[str]:
+    if not flops:
+        return []
+    lines = [
+        f"model FLOPs            {_flop_amount(flops['per_step'])} per step ({_flop_amount(flops['per_sample'])} "
+        "per sample): text encoders + UNet, forward and backward, counted by torch's FlopCounterMode",
+        f"achieved               trainer {_flop_amount(flops['achieved_trainer_flops_per_s'])}/s, "
+        f"bare {_flop_amount(flops['achieved_bare_flops_per_s'])}/s",
+    ]
+    if flops["mfu_trainer"] is None:
+        lines.append(f"MFU                    {flops['peak']}")
+    else:
+        lines.append(
+            f"MFU                    trainer {flops['mfu_trainer']:.1%}, bare {flops['mfu_bare']:.1%} "
+            f"of {flops['peak']}"
+        )
+    return lines
 
 
 def format_table(result: BenchResult) -> str:
@@ -61,6 +94,7 @@ def format_table(result: BenchResult) -> str:
             f"CUDA max allocated     trainer {_mib(result.memory['cuda_max_allocated_trainer_bytes'])}, "
             f"bare {_mib(result.memory['cuda_max_allocated_bare_bytes'])}"
         )
+    lines += _flop_lines(result.flops)
     same = (
         "same"
         if c["first_step_loss_abs_diff"] <= 1e-5 * max(1.0, abs(c["first_step_loss_bare"]))

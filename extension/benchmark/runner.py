@@ -34,6 +34,7 @@ from ..backends.base import Backend
 from ..temp_files import create_temp_dir
 from . import memory
 from .bare import autocast_factory, bare_step, prepare_batch
+from .flops import count_flops, mfu, peak_flops
 
 TARGET_RATIO = 1.05
 EMBEDDING_NAME = "benchtoken"
@@ -146,6 +147,7 @@ class BenchResult:
     checks: dict[str, Any]
     builtin: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    flops: dict[str, Any] | None = None  # see flop_figures
 
     @property
     def ratio(self) -> float:
@@ -189,6 +191,7 @@ class BenchResult:
             "memory": self.memory,
             "checks": self.checks,
             "builtin": self.builtin,
+            "flops": self.flops,
             "notes": list(self.notes),
         }
 
@@ -218,6 +221,31 @@ def _machine(device: torch.device, threads: int) -> dict[str, Any]:
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     return info
+
+
+FLOPS_COUNTED = (
+    "one bare step (text encoders and UNet, forward and backward; matmuls, convolutions and attention) "
+    "under torch.utils.flop_counter.FlopCounterMode"
+)
+
+
+def flop_figures(
+    flops: int, device: torch.device, precision: str, trainer: Timing, bare: Timing
+) -> dict[str, Any]:
+    """The FLOP count of one optimizer step, the rates it implies and, where the peak is known, MFU."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    peak = peak_flops(device.type, name, precision)
+    return {
+        "per_step": flops,
+        "per_sample": flops / trainer.samples_per_step,
+        "counted": FLOPS_COUNTED,
+        "achieved_trainer_flops_per_s": flops / trainer.median if trainer.median > 0 else None,
+        "achieved_bare_flops_per_s": flops / bare.median if bare.median > 0 else None,
+        "peak_flops_per_s": peak.flops_per_s,
+        "peak": peak.description,
+        "mfu_trainer": mfu(flops, trainer.median, peak),
+        "mfu_bare": mfu(flops, bare.median, peak),
+    }
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -458,6 +486,11 @@ def _run(settings: BenchSettings, backend: Backend, work: Path, say: Log, builti
             "the peak RSS cannot be reset here (no /proc/self/clear_refs): only the process peak is shown"
         )
 
+    say("counting the FLOPs of one step ...")
+    with backend.frozen():  # untimed, after the checks: one more bare step on the first batches
+        flops = count_flops(lambda: run_bare(first_batches))
+    flops_info = flop_figures(flops, device, precision, trainer_t, bare_t)
+
     builtin_figures = None
     if settings.compare_builtin and builtin is not None:
         say("running the web UI's own trainer on the same settings ...")
@@ -486,4 +519,5 @@ def _run(settings: BenchSettings, backend: Backend, work: Path, say: Log, builti
         checks=checks,
         builtin=builtin_figures,
         notes=notes,
+        flops=flops_info,
     )

@@ -13,6 +13,9 @@ EXAMPLES = """examples:
   python -m extension bench                                   # tiny SD1 model, batch 2 x accumulation 2
   python -m extension bench --steps 60 --warmup 10 --threads 1 --json bench.json
   python -m extension bench --model ./sd15.safetensors --size 512 --steps 30
+  python -m extension bench --model random-sd15 --size 512                    # SD 1.5 at full size (GPU)
+  python -m extension bench --model random-sd15 --size 512 --batch-size 1 --grad-accumulation 1 \
+      --steps 3 --warmup 1 --images 1                                         # the same on a CPU (minutes)
 """
 
 
@@ -23,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--model",
         default="tiny-sd1",
-        help="tiny-sd1 / tiny-sd2 / tiny-sdxl, a diffusers folder or a .safetensors checkpoint (default: tiny-sd1)",
+        help="tiny-sd1 / tiny-sd2 / tiny-sdxl, random-sd15 / random-sd2v / random-sdxl (full size, random "
+        "weights), a diffusers folder or a .safetensors checkpoint (default: tiny-sd1)",
     )
     a("--batch-size", type=int, default=2, help="examples per micro-batch (default: 2)")
     a("--grad-accumulation", type=int, default=2, help="micro-batches per optimizer step (default: 2)")

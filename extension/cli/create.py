@@ -15,7 +15,7 @@ HELP = "create a new embedding from an init text spread over N vectors (or zeros
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     parser.add_argument("--name", required=True, help="embedding name (its trigger word and file name)")
-    parser.add_argument("--model", default=defaults.model, help=f"model to take token embeddings from (default: {defaults.model})")
+    parser.add_argument("--model", default=defaults.model, help=f"model to take token embeddings from: tiny-sd1, random-sd15, a folder or .safetensors file (default: {defaults.model})")
     parser.add_argument("--init-text", default="*", help="initialisation text (default: '*'; empty: zeros)")
     parser.add_argument("--vectors", type=int, default=1, help="number of vectors per token (default: 1)")
     parser.add_argument("--zeros", action="store_true", help="start from zero vectors")

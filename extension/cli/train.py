@@ -31,7 +31,8 @@ EXAMPLES = """examples:
 # option -> (help, choices); every TrainConfig field becomes --<field-with-dashes>
 OPTION_HELP: dict[str, str] = {
     "name": "embedding name: the word that triggers it in prompts and its file name",
-    "model": "model: tiny-sd1 / tiny-sd2 / tiny-sdxl, a diffusers folder or a .safetensors checkpoint",
+    "model": "model: tiny-sd1 / tiny-sd2 / tiny-sdxl, random-sd15 / random-sd2v / random-sdxl (full size, "
+    "random weights), a diffusers folder or a .safetensors checkpoint",
     "embedding_file": "continue training this embedding file (its step count and schedule continue)",
     "init_text": "initialisation text, spread over the vectors as the web UI does (empty: zeros)",
     "vectors": "number of vectors per token",

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="tiny-sd1",
-        help="tiny-sd1/tiny-sd2/tiny-sdxl, a diffusers folder or a .safetensors checkpoint (default: tiny-sd1)",
+        help="tiny-sd1/tiny-sd2/tiny-sdxl, random-sd15/random-sd2v/random-sdxl (full size, random weights), "
+        "a diffusers folder or a .safetensors checkpoint (default: tiny-sd1)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7861, help="port (default: 7861)")
