@@ -338,3 +338,16 @@ def test_default_size_is_the_models_in_a_real_run(tmp_path):
     result = train(cfg, backend, callbacks=TrainCallbacks())
     assert result.steps_done == 1
     assert seen and all(s.target_size == (backend.default_size,) * 2 for s in seen)
+
+
+@pytest.mark.parametrize("name", ["tiny-sd1", "tiny-sdxl@3", "random-sd15", "random-sdxl@7", "tiny-shapes"])
+def test_toml_keeps_built_in_model_names(tmp_path, name):
+    path = tmp_path / "run.toml"
+    path.write_text(f'model = "{name}"\nname = "x"\n', encoding="utf-8")
+    assert TrainConfig.from_toml(path).model == name
+
+
+def test_toml_model_paths_are_relative_to_the_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('model = "models/random-sd15.safetensors"\n', encoding="utf-8")
+    assert TrainConfig.from_toml(path).model == str(tmp_path / "models" / "random-sd15.safetensors")

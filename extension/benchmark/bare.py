@@ -148,15 +148,3 @@ def bare_step(
     return total
 
 
-def autocast_factory(
-    precision: str, device: torch.device
-) -> Callable[[], contextlib.AbstractContextManager] | None:
-    """An autocast context factory for "bf16"/"fp16", None for "fp32" (the trainer's rule)."""
-    if precision == "fp32":
-        return None
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-
-    def factory() -> contextlib.AbstractContextManager:
-        return torch.autocast(device_type=device.type, dtype=dtype)
-
-    return factory

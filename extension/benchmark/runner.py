@@ -33,7 +33,7 @@ import torch
 from ..backends.base import Backend
 from ..temp_files import create_temp_dir
 from . import memory
-from .bare import autocast_factory, bare_step, prepare_batch
+from .bare import bare_step, prepare_batch
 from .flops import count_flops, mfu, peak_flops
 
 TARGET_RATIO = 1.05
@@ -256,12 +256,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-    try:
-        return bool(torch.cuda.is_bf16_supported())
-    except Exception:  # pragma: no cover - depends on the driver
-        return False
-
-
 # ---------------------------------------------------------------------------- the run
 
 
@@ -293,9 +287,12 @@ def run_benchmark(
     try:
         if backend is None:
             from ..backends import load_backend
+            from ..backends.loading import default_device, default_dtype
 
             say(f"loading {settings.model} ...")
-            backend = load_backend(settings.model, device=settings.device or None)
+            device = torch.device(settings.device) if settings.device else default_device()
+            # weights in the precision the trainer computes in, as `train` loads them
+            backend = load_backend(settings.model, device=device, dtype=default_dtype(device, settings.precision))
         if work_dir is not None:  # a fresh folder inside it, so runs never meet each other's files
             Path(work_dir).mkdir(parents=True, exist_ok=True)
             return _run(
@@ -323,7 +320,8 @@ def _run(settings: BenchSettings, backend: Backend, work: Path, say: Log, builti
     from ..training.create import create_embedding, vectors_for_backend
     from ..training.dataset import DatasetOptions, TrainingDataset
     from ..training.demo_data import make_demo_dataset
-    from ..training.loop import TrainCallbacks, bf16_supported, draw_micro_batch, train
+    from ..training.loop import TrainCallbacks, draw_micro_batch, train
+    from ..training.precision import choose_precision
 
     device = backend.device
     size = settings.size or _native_size(backend)
@@ -359,8 +357,11 @@ def _run(settings: BenchSettings, backend: Backend, work: Path, say: Log, builti
         validation_every=0, progress_bar=False, tensorboard=False,
     )  # fmt: skip
     config.validate(backend)
-    precision = config.resolved_precision(device.type, bf16_supported(device))
-    autocast = autocast_factory(precision, device)
+    run_precision = choose_precision(
+        config.precision, device, weight_dtype=backend.dtype, fp32_hint=getattr(backend, "fp32_hint", "")
+    )
+    precision = run_precision.name
+    autocast = run_precision.autocast_factory()
     embedding = create_embedding(backend, EMBEDDING_NAME, config.init_text, settings.vectors)
     start = vectors_for_backend(embedding, backend)
     bare_vectors = {

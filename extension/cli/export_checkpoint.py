@@ -18,9 +18,10 @@ Sizes in fp16: random-sd15 2.1 GB, random-sd2v 2.6 GB, random-sdxl 6.9 GB.
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..backends.ldm_export import DTYPES
+DTYPE_NAMES = ("fp16", "bf16", "fp32")  # the keys of ldm_export.DTYPES (kept here: --help must not load torch)
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EXAMPLES
     parser.add_argument(
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="the .safetensors file to write")
     parser.add_argument(
         "--dtype",
-        choices=tuple(DTYPES),
+        choices=DTYPE_NAMES,
         default="fp16",
         help="dtype of the weights in the file (default: fp16)",
     )

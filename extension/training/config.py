@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +24,7 @@ CLIP_MODES = ("none", "value", "norm")
 SAVE_FORMATS = ("safetensors", "pt")
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 LATENT_SAMPLING = ("once", "deterministic", "random")
+BUILT_IN_MODEL = re.compile(r"(tiny|random)-[a-z0-9]+(@\d+)?")  # model names that are not paths
 SIZE_FOR_CHECKS = 512  # the size option checks assume before the model is known
 SDXL_NATIVE = 1024
 SDXL_SMALLEST = 768  # below this SDXL training gets a warning
@@ -194,7 +196,7 @@ class TrainConfig:
             value = given.get(key)
             if not isinstance(value, str) or not value or Path(value).is_absolute():
                 continue
-            if key == "model" and value.startswith("tiny-"):
+            if key == "model" and BUILT_IN_MODEL.fullmatch(value):  # tiny-sd1, random-sd15@3, ...
                 continue
             changes[key] = str((path.parent / value).resolve())
         return dataclasses.replace(config, **changes)
