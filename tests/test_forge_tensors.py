@@ -9,6 +9,8 @@ from extension.forge.tensors import (
     is_untrainable,
     make_trainable,
     remove_hooks,
+    requires_grad_flags,
+    restore_requires_grad,
     untrainable_tensors,
 )
 
@@ -244,3 +246,29 @@ def test_manual_cast_layers_keep_a_copy_of_every_weight_for_backward():
     assert len(kept_weights) == 5 and all(t.dtype == torch.float32 for t in kept_weights)
     out.sum().backward()
     assert x.grad is not None
+
+
+def test_requires_grad_flags_come_back_on_the_copies():
+    # Forge's weights are inference tensors with requires_grad True (nn.Parameter's default)
+    model = _text_model_fp16()
+    model.proj.bias.requires_grad_(False)  # a flag that differs, to see it kept too
+    modules = [model]
+    flags = requires_grad_flags(modules)
+    originals = list(model.parameters())
+    make_trainable(modules)
+    # every parameter is a new object: flags kept per object (the old way) cannot reach them
+    assert not any(p is o for p in model.parameters() for o in originals)
+    for p in model.parameters():  # frozen for training
+        p.requires_grad_(False)
+
+    assert restore_requires_grad(modules, flags) == 3  # table (shared), position, proj weight
+    assert requires_grad_flags(modules) == flags
+    assert model.token_embedding.weight.requires_grad and not model.proj.bias.requires_grad
+
+
+def test_inference_tensors_keep_their_flag():
+    lin = _built_in_inference_mode(lambda: torch.nn.Linear(2, 2))
+    flags = requires_grad_flags([lin])
+    flags[0]["weight"] = False  # cannot be changed outside inference mode: left as it is
+    assert restore_requires_grad([lin], flags) == 0
+    assert lin.weight.requires_grad

@@ -94,7 +94,7 @@ class ForgeBackend:
         self._registered: dict[str, object] = {}
         self._displaced: dict[tuple[str, str], object | None] = {}
         self._hooks: list = []
-        self._requires_grad: list[tuple[torch.nn.Parameter, bool]] | None = None
+        self._requires_grad: list[dict[str, bool]] | None = None
         self._attention: object | None = None
         self._checkpointed: list[torch.nn.Module] = []
 
@@ -307,13 +307,12 @@ class ForgeBackend:
     def _trained_modules(self) -> list[torch.nn.Module]:
         return [self.clip.cond_stage_model, self.unet]
 
+    def _weight_modules(self) -> list[torch.nn.Module]:
+        return [self.clip.cond_stage_model, self.unet, self.vae.first_stage_model]
+
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         """Every parameter of the engine's text encoders, UNet and VAE."""
-        return itertools.chain(
-            self.clip.cond_stage_model.parameters(),
-            self.unet.parameters(),
-            self.vae.first_stage_model.parameters(),
-        )
+        return itertools.chain.from_iterable(m.parameters() for m in self._weight_modules())
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
@@ -328,8 +327,7 @@ class ForgeBackend:
         try:
             self.unet_patcher.refresh_loras()  # back to the checkpoint's weights
             self.clip.patcher.refresh_loras()
-            params = list(self.parameters())
-            self._requires_grad = [(p, p.requires_grad) for p in params]
+            self._requires_grad = tensors.requires_grad_flags(self._weight_modules())
             tensors.make_trainable(self._trained_modules())
             for p in self.parameters():
                 p.requires_grad_(False)
@@ -362,12 +360,8 @@ class ForgeBackend:
             unet.attention_function = self._attention
             self._attention = None
         if self._requires_grad is not None:
-            # parameters replaced by make_trainable are frozen copies; the flags go back on the
-            # objects that are still the model's
-            current = {id(p) for p in self.parameters()}
-            for p, flag in self._requires_grad:
-                if id(p) in current and p.requires_grad != flag and not p.is_inference():
-                    p.requires_grad_(flag)
+            # by name: make_trainable put copies where Forge's inference tensors were
+            tensors.restore_requires_grad(self._weight_modules(), self._requires_grad)
             self._requires_grad = None
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:

@@ -74,6 +74,28 @@ def make_trainable(modules: Iterable[torch.nn.Module]) -> int:
     return len(replaced)
 
 
+def requires_grad_flags(modules: Sequence[torch.nn.Module]) -> list[dict[str, bool]]:
+    """Each module's ``requires_grad`` per parameter name, for :func:`restore_requires_grad`."""
+    return [{name: p.requires_grad for name, p in root.named_parameters()} for root in modules]
+
+
+def restore_requires_grad(modules: Sequence[torch.nn.Module], flags: Sequence[dict[str, bool]]) -> int:
+    """Put the flags of :func:`requires_grad_flags` back by name, so that the copies
+    :func:`make_trainable` put in place get their originals' flags. Inference tensors, which
+    cannot take ``requires_grad=True`` outside inference mode, are left as they are. Returns how
+    many flags changed.
+    """
+    changed = 0
+    for root, saved in zip(modules, flags, strict=True):
+        for name, p in root.named_parameters():
+            flag = saved.get(name)
+            if flag is None or p.requires_grad == flag or p.is_inference():
+                continue
+            p.requires_grad_(flag)
+            changed += 1
+    return changed
+
+
 def untrainable_tensors(modules: Iterable[torch.nn.Module]) -> list[str]:
     """Qualified names of the inference or hybrid parameters and buffers under ``modules``."""
     found = []
