@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..webui import glue
 from ..webui.host_adapter import HostJobHooks, WebUIAdapter
-from .backend import ForgeBackend
+from .backend import ForgeBackend, forget_cached_conditioning
 from .families import FAMILIES
 from .options import host_template_dir
 
@@ -140,6 +140,7 @@ class ForgeAdapter(WebUIAdapter):
                 )
         for text_engine in engines:
             text_engine.embeddings.register_embedding(emb)
+        forget_cached_conditioning()
 
     def known_embeddings(self) -> dict[str, int]:
         """Name -> vector count of every embedding Forge can use now (for the prompt inspector):

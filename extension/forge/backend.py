@@ -46,6 +46,15 @@ def _token_table(text_engine) -> torch.nn.Module:
     return getattr(module, "wrapped", module)
 
 
+def forget_cached_conditioning() -> None:
+    """Drop txt2img's cached conditioning: Forge keys it on the prompt text, not on the vectors of
+    the embeddings in it, so a retrained or re-imported embedding would otherwise go unused."""
+    from modules import processing
+
+    processing.StableDiffusionProcessing.cached_c = [None, None, None]
+    processing.StableDiffusionProcessing.cached_uc = [None, None, None]
+
+
 def forge_vec(family: str, vectors: VectorSet):
     """Our vectors as Forge's ``Embedding.vec``: one tensor (SD1/SD2) or the SDXL dict."""
     return glue.host_vec(family, vectors)
@@ -288,8 +297,7 @@ class ForgeBackend:
         )
         # condition caches key on the prompt text, not on our vectors' values
         p.cached_c, p.cached_uc = [None, None, None], [None, None, None]
-        processing.StableDiffusionProcessing.cached_c = [None, None, None]
-        processing.StableDiffusionProcessing.cached_uc = [None, None, None]
+        forget_cached_conditioning()
         saved = glue.save_fields(shared.state)
         try:
             processed = processing.process_images(p)
