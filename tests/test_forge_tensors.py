@@ -266,9 +266,11 @@ def test_requires_grad_flags_come_back_on_the_copies():
     assert model.token_embedding.weight.requires_grad and not model.proj.bias.requires_grad
 
 
-def test_inference_tensors_keep_their_flag():
+def test_inference_tensors_get_their_flag_back():
+    # the VAE: inference tensors frozen for training (allowed) but not copied
     lin = _built_in_inference_mode(lambda: torch.nn.Linear(2, 2))
     flags = requires_grad_flags([lin])
-    flags[0]["weight"] = False  # cannot be changed outside inference mode: left as it is
-    assert restore_requires_grad([lin], flags) == 0
-    assert lin.weight.requires_grad
+    for p in lin.parameters():
+        p.requires_grad_(False)
+    assert restore_requires_grad([lin], flags) == 2
+    assert lin.weight.requires_grad and lin.bias.requires_grad and lin.weight.is_inference()

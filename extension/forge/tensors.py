@@ -81,17 +81,18 @@ def requires_grad_flags(modules: Sequence[torch.nn.Module]) -> list[dict[str, bo
 
 def restore_requires_grad(modules: Sequence[torch.nn.Module], flags: Sequence[dict[str, bool]]) -> int:
     """Put the flags of :func:`requires_grad_flags` back by name, so that the copies
-    :func:`make_trainable` put in place get their originals' flags. Inference tensors, which
-    cannot take ``requires_grad=True`` outside inference mode, are left as they are. Returns how
-    many flags changed.
+    :func:`make_trainable` put in place get their originals' flags. Inference tensors (e.g. the
+    VAE's, frozen for training but never copied) take ``requires_grad=True`` only inside
+    inference mode, so each flag is set there. Returns how many flags changed.
     """
     changed = 0
     for root, saved in zip(modules, flags, strict=True):
         for name, p in root.named_parameters():
             flag = saved.get(name)
-            if flag is None or p.requires_grad == flag or p.is_inference():
+            if flag is None or p.requires_grad == flag:
                 continue
-            p.requires_grad_(flag)
+            with torch.inference_mode(p.is_inference()):
+                p.requires_grad_(flag)
             changed += 1
     return changed
 
