@@ -308,3 +308,16 @@ def test_option_fields_are_dataclass_fields() -> None:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     assert {f.name for f in option_fields()} == names - set(HOST_FIELDS)
     assert sys.version_info >= (3, 10)
+
+
+def test_option_fields_stay_out_of_the_hosts_ui_config():
+    """The host's ui-config.json must not freeze host-derived defaults (a stale template folder
+    refused every run in Forge): every option field opts out of it."""
+    import gradio as gr
+
+    from extension.ui.fields import option_component
+
+    with gr.Blocks():
+        for name, default in (("template_dir", "/x/textual_inversion_templates"), ("clip_skip", 2), ("emphasis", "Original"),
+                              ("tag_dropout", 0.1), ("shuffle_tags", True), ("template", "subject")):  # fmt: skip
+            assert option_component(gr, name, default).do_not_save_to_config is True

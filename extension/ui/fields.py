@@ -139,7 +139,19 @@ def _templates() -> list[str]:
 
 
 def option_component(gr, name: str, default: Any):
-    """The gradio component of option ``name`` (id ``ti_trainer_<name>``) showing ``default``."""
+    """The gradio component of option ``name`` (id ``ti_trainer_<name>``) showing ``default``.
+
+    The web UI (and Forge) would otherwise save every labelled component's first value into
+    ui-config.json and show that value ever after; our defaults come from the host's current
+    settings and folders (Settings → TI Trainer, emphasis, CLIP skip, its template folder), so a
+    frozen copy goes stale (e.g. a template folder Forge no longer has, refused on every Train).
+    """
+    component = _option_component(gr, name, default)
+    component.do_not_save_to_config = True  # read by the host's ui-config loader
+    return component
+
+
+def _option_component(gr, name: str, default: Any):
     label = LABELS.get(name, name.replace("_", " "))
     elem_id = f"ti_trainer_{name}"
     if name in CHOICES:
