@@ -358,3 +358,14 @@ def test_lora_module_is_the_builtin_extensions_networks():
     import types
 
     assert glue.lora_module({"networks": types.ModuleType("networks")}) is None  # some other "networks"
+
+
+def test_forget_cached_conditioning_empties_both_caches_keeping_their_length():
+    import types
+
+    # the class attributes the web UI (2 slots) and Forge (3 slots) cache conditioning in
+    Processing = types.SimpleNamespace(
+        cached_c=[("a photo of cat", 20), "old conditioning"], cached_uc=[("", 20), "old negative", "extra"]
+    )
+    glue.forget_cached_conditioning(Processing)
+    assert Processing.cached_c == [None, None] and Processing.cached_uc == [None, None, None]

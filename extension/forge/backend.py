@@ -51,8 +51,7 @@ def forget_cached_conditioning() -> None:
     the embeddings in it, so a retrained or re-imported embedding would otherwise go unused."""
     from modules import processing
 
-    processing.StableDiffusionProcessing.cached_c = [None, None, None]
-    processing.StableDiffusionProcessing.cached_uc = [None, None, None]
+    glue.forget_cached_conditioning(processing.StableDiffusionProcessing)
 
 
 def forge_vec(family: str, vectors: VectorSet):

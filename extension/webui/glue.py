@@ -548,3 +548,14 @@ def parse_api_auth(text: str | None) -> dict[str, str]:
 def should_mount_api(*, api: bool, nowebui: bool, no_api_flag: bool) -> bool:
     """Mount /ti-trainer/v1 when the host serves its API (--api, or --nowebui) and we were not told not to."""
     return (api or nowebui) and not no_api_flag
+
+
+def forget_cached_conditioning(processing_class: object) -> None:
+    """Empty the txt2img conditioning cache of ``processing_class`` (the host's
+    ``StableDiffusionProcessing``): it is keyed on the prompt text, not on the vectors of the
+    embeddings in it, so a retrained or re-imported embedding would otherwise go unused by the next
+    generation with the same prompt. The caches keep their length (2 in the web UI, 3 in Forge)."""
+    for attr in ("cached_c", "cached_uc"):
+        cache = getattr(processing_class, attr, None)
+        if isinstance(cache, list):
+            setattr(processing_class, attr, [None] * len(cache))

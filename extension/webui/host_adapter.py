@@ -171,6 +171,9 @@ class WebUIAdapter:
                 "it was saved to the folder and will load with a matching model"
             )
         db.register_embedding(emb, shared.sd_model)
+        from modules import processing
+
+        glue.forget_cached_conditioning(processing.StableDiffusionProcessing)
 
     def known_embeddings(self) -> dict[str, int]:
         """Name -> vector count of every embedding the web UI has loaded (for the prompt inspector)."""
