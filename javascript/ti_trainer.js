@@ -4,12 +4,14 @@
 /* global gradioApp, requestProgress, randomId, switch_to_txt2img */
 
 function ti_trainer_start_training(...args) {
-    // Shows the web UI's own progress bar (with live previews) for the training job.
+    // Shows the web UI's own progress bar for the training job. No gallery is handed over: the
+    // web UI would lay its live preview over the whole preview gallery (opaque, until the job
+    // ends), hiding the previews the run has made; the tab's poll shows each finished preview.
     const id = randomId();
     requestProgress(
         id,
         gradioApp().getElementById("ti_trainer_progress"),
-        gradioApp().getElementById("ti_trainer_preview_gallery"),
+        null,
         function() {},
     );
     const res = Array.from(args);
