@@ -311,6 +311,26 @@ def test_a_failing_preview_does_not_end_the_run(tmp_path, data_dir):
     assert len(failed) == 3 and "could not be downloaded" in failed[0] and "training goes on" in failed[0]
 
 
+class SlowPreview(PreviewFails):
+    """The tiny backend whose previews take a second (a real sampler takes seconds too)."""
+
+    def sample_preview(self, request, embeddings):
+        import time
+
+        time.sleep(1.0)
+        return self._inner.sample_preview(request, embeddings)
+
+
+def test_time_left_counts_previews_and_other_periodic_work(tmp_path, data_dir):
+    etas: list[float] = []
+    train(
+        config(tmp_path, data_dir, max_steps=3, preview_every=1), SlowPreview(tiny("sd1")),
+        callbacks=TrainCallbacks(on_step=lambda step, loss, lr, eta: etas.append(eta)),
+    )  # fmt: skip
+    assert etas[0] >= 2 * 1.0  # two steps left, each with a one-second preview
+    assert etas[-1] == 0
+
+
 def test_snapshots_previews_cards_and_logs(tmp_path, data_dir):
     backend = tiny("sd1")
     saved: list[Path] = []

@@ -33,6 +33,7 @@ from .precision import Precision, PrecisionError, bf16_native, choose_precision,
 from .resume import ResumeError, ResumeState, load_resume_state, save_resume_state, vectors_hash
 
 Vectors = dict[str, torch.Tensor]
+ETA_WINDOW = 50  # steps averaged for the time left (longer than the usual preview / save periods)
 
 
 
@@ -471,7 +472,7 @@ class TrainingRun:
         if lr is None:
             self.note(f"the learn rate schedule ended at step {step}, before max steps {self.config.max_steps}")
             raise _Stop("schedule_ended")
-        t0 = time.perf_counter()
+        self._step_started = time.perf_counter()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -504,7 +505,6 @@ class TrainingRun:
         self.updating = False
         self.result.steps_done = self.steps_done
         self.result.last_loss = loss_value
-        self.timing.append(time.perf_counter() - t0)
         self.after_step(loss_value, lr)
 
     # -- after a step: validate, save, preview, log ---------------------------------------------
@@ -519,7 +519,9 @@ class TrainingRun:
         if config.preview_every and done % config.preview_every == 0:
             self.preview(done, self.last_prompt)
         self.logger.log(LogRow(done, self.epoch_of(done), loss_value, val_loss, lr))
-        recent = self.timing[-20:]
+        # a step's time includes its validation, snapshot and preview, so the time left does too
+        self.timing.append(time.perf_counter() - self._step_started)
+        recent = self.timing[-ETA_WINDOW:]
         eta = (config.max_steps - done) * sum(recent) / len(recent)
         if self.cb.on_step:
             self.cb.on_step(done, loss_value, self.optimizer.param_groups[0]["lr"], eta)
