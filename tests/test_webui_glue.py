@@ -369,3 +369,32 @@ def test_forget_cached_conditioning_empties_both_caches_keeping_their_length():
     )
     glue.forget_cached_conditioning(Processing)
     assert Processing.cached_c == [None, None] and Processing.cached_uc == [None, None, None]
+
+
+# -- emphasis of unweighted prompts -------------------------------------------------------------
+
+
+def test_encoding_emphasis_skips_originals_normalisation_only_without_weights():
+    plain = [[("a photo of tiprec, grey cat face", 1.0)]]
+    assert glue.encoding_emphasis("Original", plain) == "No norm"
+    broken = [[("a photo", 1.0), ("BREAK", -1.0), ("of tiprec", 1.0)]]  # BREAK is a marker, not a weight
+    assert glue.encoding_emphasis("Original", broken) == "No norm"
+    weighted = [[("a photo of ", 1.0), ("tiprec", 1.1)]]
+    assert glue.encoding_emphasis("Original", [*plain, weighted[0]]) == "Original"
+    for mode in ("No norm", "Ignore", "None"):
+        assert glue.encoding_emphasis(mode, plain) == mode
+
+
+def test_encoding_emphasis_keeps_finite_what_original_turns_nan():
+    from extension.weighting import apply_emphasis
+
+    # a zero-mean encoder output (final layer norm without bias): "Original" divides 0 by 0
+    z = torch.tensor([[[1.0, -1.0], [2.0, -2.0]]])
+    ones = torch.ones(1, 2)
+    assert torch.isnan(apply_emphasis(z, ones, "Original")).all()
+    mode = glue.encoding_emphasis("Original", [[("a cat", 1.0)]])
+    assert torch.equal(apply_emphasis(z, ones, mode), z)
+    # wherever "Original" is finite, the substitute gives the same bits
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 77, 16, generator=g)
+    assert torch.equal(apply_emphasis(z, torch.ones(2, 77), mode), apply_emphasis(z, torch.ones(2, 77), "Original"))

@@ -249,9 +249,22 @@ class HostBackend:
         if not prompts:
             raise ValueError("encode_text needs at least one prompt")
         self._inject(embeddings)
-        if not self.is_sgm:
-            return Conditioning(self.model.cond_stage_model(prompts))
-        return self._encode_sdxl(prompts, sizes)
+        with self._emphasis_for(prompts):
+            if not self.is_sgm:
+                return Conditioning(self.model.cond_stage_model(prompts))
+            return self._encode_sdxl(prompts, sizes)
+
+    def _emphasis_for(self, prompts: list[str]) -> contextlib.AbstractContextManager:
+        """The host's emphasis setting as :func:`.glue.encoding_emphasis` chooses for ``prompts``
+        (unweighted prompts skip "Original"'s 0/0 on a zero-mean encoder output)."""
+        shared, _, _ = _host()
+        from modules import prompt_parser
+
+        current = shared.opts.emphasis
+        mode = glue.encoding_emphasis(current, [prompt_parser.parse_prompt_attention(p) for p in prompts])
+        if mode == current:
+            return contextlib.nullcontext()
+        return glue.overridden(shared.opts.data, {glue.HOST_TEXT_OPTIONS["emphasis"]: mode})
 
     def _encode_sdxl(self, prompts: list[str], sizes: Sequence[SizeConditioning] | None) -> Conditioning:
         """What SDXL's conditioner computes, with gradients (it runs frozen embedders under no_grad)."""

@@ -207,6 +207,24 @@ def host_text_values(emphasis: str, clip_skip: int, known_modes: Sequence[str]) 
     return {HOST_TEXT_OPTIONS["emphasis"]: emphasis, HOST_TEXT_OPTIONS["clip_skip"]: int(clip_skip)}
 
 
+def encoding_emphasis(emphasis: str, parsed_prompts: Iterable[Sequence[tuple[str, float]]]) -> str:
+    """The emphasis mode to encode ``parsed_prompts`` with (each the host's ``parse_prompt_attention``
+    pairs of text and weight) when the run's mode is ``emphasis``.
+
+    "Original" rescales ``z * m`` by ``mean(z) / mean(z * m)``. With every weight 1 that factor is
+    exactly 1, unless ``mean(z)`` is exactly 0 (a text encoder whose final layer norm has no bias,
+    as in freshly initialised checkpoints), where it is 0/0 and the whole conditioning turns NaN.
+    "No norm" is then the same computation without that division: bit-identical where "Original" is
+    finite. BREAK markers (weight -1) are not weights.
+    """
+    if emphasis != "Original":
+        return emphasis
+    for pairs in parsed_prompts:
+        if any(w != 1.0 for text, w in pairs if not (text == "BREAK" and w == -1)):
+            return emphasis
+    return "No norm"
+
+
 def text_defaults(read: Callable[[str], object], known_modes: Sequence[str]) -> dict[str, object]:
     """The tab's emphasis / CLIP skip defaults: the values txt2img uses now (``read`` gets an option);
     a value that is not usable is left out, so the trainer's own default applies."""
