@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from extension.shapes.draw import COLOURS, SHAPES, ShapeSpec, draw_shape, random_spec
-from extension.shapes.judge import convex_hull_area, judge, largest_blob
+from extension.shapes.judge import judge, largest_blob, radial_harmonics
 
 
 @pytest.mark.parametrize("side", [32, 64])
@@ -54,11 +54,24 @@ def test_a_stretched_shape_is_not_named():
     assert judge(square.resize((64, 16))).shape is None
 
 
-def test_blob_and_hull_helpers():
+def test_blob_and_harmonic_helpers():
     mask = np.zeros((6, 6), dtype=bool)
     mask[0:2, 0:2] = True
     mask[3:6, 3:6] = True
     assert largest_blob(mask).sum() == 9
     assert not largest_blob(np.zeros((4, 4), dtype=bool)).any()
-    square = [(0, 0), (0, 3), (3, 0), (3, 3), (1, 1)]
-    assert convex_hull_area(sorted(square)) == 9.0
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 20**2
+    square = (abs(yy - 31.5) < 16) & (abs(xx - 31.5) < 16)
+    assert radial_harmonics(disc)[2:6].max() < 0.03
+    assert radial_harmonics(square)[4] > 0.1 > radial_harmonics(square)[3]
+
+
+@pytest.mark.parametrize("background", ["white", "grey", "black"])
+def test_soft_stars_are_still_stars(background):
+    # a model draws soft shapes: stars blurred this much were "circles" to a solidity-based judge
+    for colour in COLOURS:
+        for size, extent in (("small", 0.25), ("large", 0.36)):
+            spec = ShapeSpec(colour, "star", size, background, 0.5, 0.5, extent)
+            soft = draw_shape(spec, 32).filter(ImageFilter.GaussianBlur(1.2))
+            assert judge(soft).concept == f"{colour} star"

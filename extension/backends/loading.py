@@ -75,6 +75,15 @@ def load_backend(
             family, seed, dev, dtype=dtype or torch.float32, prediction_type=prediction_type,
             text_options=text_options,
         )  # fmt: skip
+    if source.strip() == "tiny-shapes":  # the shipped, trained coloured-shapes model (extension/shapes)
+        from ..shapes.model import MissingWeightsError, build_shapes_backend
+
+        try:
+            return build_shapes_backend(
+                dev, dtype=dtype or torch.float32, prediction_type=prediction_type, text_options=text_options
+            )
+        except MissingWeightsError as exc:
+            raise ModelLoadError(str(exc)) from None
     from .full_size import build_random_backend, parse_random_model_name
 
     random_model = parse_random_model_name(source)

@@ -9,6 +9,7 @@ never told about.
 
 from __future__ import annotations
 
+import colorsys
 import math
 import random
 import re
@@ -40,6 +41,7 @@ HELD_OUT: tuple[tuple[str, str], ...] = (
     ("red", "square"),
     ("cyan", "triangle"),
 )
+PARTIAL_CAPTIONS = 0.3  # share of captions naming only the shape or only the colour
 STAR_INNER_RATIO = 0.42  # inner / outer radius of the five-pointed star
 _SUPERSAMPLE = 4
 _TEMPLATES = Path(__file__).resolve().parent.parent / "data" / "templates"
@@ -125,18 +127,40 @@ def outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
     raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
 
 
-def draw_shape(spec: ShapeSpec, side: int) -> Image.Image:
-    """The ``side`` x ``side`` RGB picture of ``spec`` (drawn at 4x and downsampled: smooth edges)."""
+def draw_shape(spec: ShapeSpec, side: int, fill: tuple[int, int, int] | None = None) -> Image.Image:
+    """The ``side`` x ``side`` RGB picture of ``spec`` (drawn at 4x and downsampled: smooth edges),
+    in ``fill`` instead of the named colour when given."""
     s = side * _SUPERSAMPLE
     image = Image.new("RGB", (s, s), BACKGROUNDS[spec.background])
     draw = ImageDraw.Draw(image)
     cx, cy, r = spec.cx * s, spec.cy * s, spec.extent * s
-    fill = COLOURS[spec.colour]
+    fill = fill or COLOURS[spec.colour]
     if spec.shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     else:
         draw.polygon(outline(spec.shape, cx, cy, r), fill=fill)
     return image.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def jittered(colour: str, rng: random.Random, hue_degrees: float = 8.0) -> tuple[int, int, int]:
+    """``colour`` with its hue moved up to ``hue_degrees`` and saturation and value up to 10 %."""
+    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in COLOURS[colour]))
+    h = (h + rng.uniform(-hue_degrees, hue_degrees) / 360) % 1
+    s, v = min(1.0, s * rng.uniform(0.9, 1.1)), min(1.0, v * rng.uniform(0.9, 1.1))
+    return tuple(round(c * 255) for c in colorsys.hsv_to_rgb(h, s, v))  # type: ignore[return-value]
+
+
+def any_hue(shape: str, rng: random.Random) -> tuple[int, int, int]:
+    """A saturated colour of any hue, except hues named as a colour held out with ``shape`` (so that
+    no picture drawn in it shows a held-out pair): what the VAE learns colour from."""
+    from .judge import colour_of_hue
+
+    while True:
+        hsv = rng.random(), rng.uniform(0.6, 0.9), rng.uniform(0.7, 0.95)
+        rgb = tuple(round(c * 255) for c in colorsys.hsv_to_rgb(*hsv))
+        hue = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360  # of the rounded colour
+        if not is_held_out(colour_of_hue(hue) or "", shape):
+            return rgb  # type: ignore[return-value]
 
 
 def _templates(name: str) -> list[str]:
@@ -156,13 +180,20 @@ def caption(spec: ShapeSpec, rng: random.Random) -> str:
     Half are plain ("a small red circle on a white background", size and background each sometimes
     left out); half use the bundled subject templates with the concept as ``[name]`` and size and
     background as ``[filewords]``, so the template words the trainer uses are known to the model.
+    :data:`PARTIAL_CAPTIONS` of them name only the shape ("a star") or only the colour ("a purple
+    shape"), so that colour and shape words act on their own: what lets the model compose pairs.
     """
     size = spec.size if rng.random() < 0.6 else ""
     background = spec.background if rng.random() < 0.6 else ""
+    concept, drop = spec.concept, rng.random()
+    if drop < PARTIAL_CAPTIONS / 2:  # the shape alone: "star" must mean a star of any colour
+        concept = spec.shape
+    elif drop < PARTIAL_CAPTIONS:  # the colour alone: "purple" must mean purple whatever the shape
+        concept = f"{spec.colour} shape"
     if rng.random() < 0.5:
-        text = " ".join(w for w in ("a", size, spec.colour, spec.shape) if w)
+        text = " ".join(w for w in ("a", size, concept) if w)
         return text + (f" on a {background} background" if background else "")
-    name = spec.concept if rng.random() < 0.5 else f"a {spec.concept}"
+    name = concept if rng.random() < 0.5 else f"a {concept}"
     words = [w for w in (size, f"{background} background" if background else "") if w]
     if words:
         template = rng.choice(_templates("subject_filewords"))
