@@ -105,16 +105,16 @@ def test_create_command(tmp_path, capsys):
 
 
 def test_demo_command_runs_and_never_overwrites(tmp_path, capsys):
-    args = ["demo", "--out", str(tmp_path), "--steps", "4", "--images", "4", "--no-progress-bar"]
+    args = ["demo", "--out", str(tmp_path), "--steps", "4", "--images", "4", "--samples", "2", "--no-progress-bar"]
     assert main(args) == 0
     out = capsys.readouterr().out
     paths = {label: Path(p) for label, p in re.findall(r"^\s+(embedding|PNG card|loss CSV|loss plot):\s+(\S+)$", out, re.M)}
     assert set(paths) == {"embedding", "PNG card", "loss CSV", "loss plot"}
     assert all(p.is_file() for p in paths.values())
     emb = load_embedding(paths["embedding"])
-    assert emb.step == 4 and emb.name == "demo-cat"
+    assert emb.step == 4 and emb.name == "demo-shape"
     card = extract_from_image(paths["PNG card"])
-    assert card.name == "demo-cat-4" and torch.equal(card.vectors, emb.vectors)
+    assert card.name == "demo-shape-4" and torch.equal(card.vectors, emb.vectors)
     assert Image.open(paths["loss plot"]).format == "PNG"
     assert "validation loss:" in out
     assert main(args) == 0  # a second run goes to a new folder
