@@ -187,3 +187,16 @@ def test_truncated_pixel_stream_is_a_format_error(tmp_path):
     card = insert_bands(Image.new("RGB", (30, 30), (90, 90, 90)), z_cut, np.arange(8, dtype=np.uint8))
     with pytest.raises(EmbeddingFormatError, match=r"truncated|damaged"):
         extract_from_image(card)
+
+
+def test_a_name_with_line_breaks_still_gets_a_captioned_card():
+    import torch
+
+    from extension.embedding import Embedding
+    from extension.png import embed_in_png, extract_from_image
+
+    emb = Embedding("two\nlines\r\n", torch.zeros(1, 8))
+    card, info = embed_in_png(Image.new("RGB", (64, 64)), emb, title=None, footer=("a\nb", "", "c"))
+    buffer = io.BytesIO()
+    card.save(buffer, "PNG", pnginfo=info)
+    assert extract_from_image(Image.open(buffer)).name == emb.name

@@ -61,6 +61,12 @@ def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> float:
     return draw.textbbox((0, 0), text, font=font)[2]
 
 
+def _one_line(text: str) -> str:
+    """The caption is one line: a name with a line break in it (a file may carry any name) would
+    make Pillow refuse the anchored text."""
+    return " ".join(text.splitlines())
+
+
 def _draw(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, anchor: str) -> None:
     if isinstance(font, ImageFont.FreeTypeFont):
         draw.text(xy, text, font=font, fill=_FILL, anchor=anchor)
@@ -85,6 +91,8 @@ def caption_overlay(image: Image.Image, title: str, footer: tuple[str, str, str]
     out = Image.fromarray(shaded, "RGB")
     draw = ImageDraw.Draw(out)
     size = 32
+    title = _one_line(title)
+    footer = tuple(_one_line(t) for t in footer)
     if title:
         tw = _text_width(draw, title, _font(size))
         if tw > 0:
