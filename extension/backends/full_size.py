@@ -324,18 +324,9 @@ def build_random_backend(
     """A :class:`StandaloneBackend` over the full-size ``arch`` with seeded random weights."""
     from .standalone import StandaloneBackend
 
-    parts = full_size_components(arch, seed, device=device, dtype=dtype)
-    if prediction_type:
-        parts["scheduler_config"]["prediction_type"] = prediction_type
-    return StandaloneBackend(
-        arch.family,
-        unet=parts["unet"],
-        vae=parts["vae"],
-        text_encoders=parts["text_encoders"],
-        scheduler_config=parts["scheduler_config"],
-        device=device,
-        dtype=dtype,
+    return StandaloneBackend.from_parts(
+        arch.family, full_size_components(arch, seed, device=device, dtype=dtype),
+        prediction_type=prediction_type, device=device, dtype=dtype,
         checkpoint_name=arch.model_name if seed == 0 else f"{arch.model_name}@{seed}",
-        checkpoint_hash=random_hash(arch, seed),
-        text_options=text_options,
-    )
+        checkpoint_hash=random_hash(arch, seed), text_options=text_options,
+    )  # fmt: skip

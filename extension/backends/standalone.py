@@ -85,6 +85,20 @@ class StandaloneBackend:
             key: clip_tokenizer() if key == "clip_l" else open_clip_tokenizer() for key in self.text_encoders
         }
 
+    @classmethod
+    def from_parts(
+        cls, family: str, parts: Mapping[str, Any], *, prediction_type: str | None = None, **kwargs: Any
+    ) -> StandaloneBackend:
+        """A backend over built ``parts`` (``unet``, ``vae``, ``text_encoders``, ``scheduler_config``),
+        with ``prediction_type`` overriding the scheduler's; ``kwargs`` go to the constructor."""
+        config = dict(parts["scheduler_config"])
+        if prediction_type:
+            config["prediction_type"] = prediction_type
+        return cls(
+            family, unet=parts["unet"], vae=parts["vae"], text_encoders=parts["text_encoders"],
+            scheduler_config=config, **kwargs,
+        )  # fmt: skip
+
     # -- description ------------------------------------------------------------------------------
 
     @property

@@ -162,18 +162,7 @@ def build_tiny_backend(
     """A :class:`StandaloneBackend` over a tiny seeded model of ``family`` ("sd1", "sd2" or "sdxl")."""
     from .standalone import StandaloneBackend
 
-    parts = tiny_components(family, seed)
-    if prediction_type:
-        parts["scheduler_config"]["prediction_type"] = prediction_type
-    return StandaloneBackend(
-        family,
-        unet=parts["unet"],
-        vae=parts["vae"],
-        text_encoders=parts["text_encoders"],
-        scheduler_config=parts["scheduler_config"],
-        device=device,
-        dtype=dtype,
-        checkpoint_name=f"tiny-{family}",
-        checkpoint_hash=tiny_hash(family, seed),
-        text_options=text_options,
-    )
+    return StandaloneBackend.from_parts(
+        family, tiny_components(family, seed), prediction_type=prediction_type, device=device, dtype=dtype,
+        checkpoint_name=f"tiny-{family}", checkpoint_hash=tiny_hash(family, seed), text_options=text_options,
+    )  # fmt: skip
