@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect_file",
     "convert": "convert",
     "bench": "bench",
+    "quality": "quality",
     "export-checkpoint": "export_checkpoint",
     "ui": "ui",
 }

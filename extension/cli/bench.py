@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="also write the JSON to FILE ('-': print only the JSON on stdout, the table on stderr)",
     )
+    a("--quality", action="store_true",
+      help="run the quality benchmark instead (how many steps textual inversion needs on tiny-shapes; "
+           "the same as 'python -m extension quality' with its defaults; --json is passed on)")  # fmt: skip
     a("--compare-builtin", action="store_true",
       help="also run the web UI's own trainer side by side (only available inside the web UI)")  # fmt: skip
 
@@ -86,9 +89,20 @@ def settings_from_args(args: argparse.Namespace):
     )
 
 
+def run_quality(args: argparse.Namespace) -> int:
+    """``bench --quality``: the quality benchmark with its own defaults (see :mod:`..shapes.quality`)."""
+    from ..shapes import quality
+
+    parser = argparse.ArgumentParser(prog="python -m extension quality")
+    quality.add_arguments(parser)
+    return quality.run(parser.parse_args(["--json", args.json] if args.json not in ("", "-") else []))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..benchmark.runner import BenchError, run_benchmark
 
+    if args.quality:
+        return run_quality(args)
     settings = settings_from_args(args)
     try:
         settings.check()

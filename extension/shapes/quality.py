@@ -7,13 +7,17 @@ seeded previews of "a photo of <name>") and the validation loss recorded. Report
 steps, and the first step at which the score reaches :data:`TARGET`.
 
 ``python -m extension.shapes.quality [--steps 100] [--every 20] [--seeds 0,1] [--json FILE]``.
-The same curves can be measured for another trainer's embeddings with :func:`score_curve`.
+Another trainer's snapshots (any layout :func:`..embedding.load_embedding` reads: diffusers'
+``learned_embeds-steps-N.safetensors``, the web UI's ``name-N.pt``...) are scored the same way with
+``--score FOLDER --concept "cyan triangle"`` (:func:`score_files`); ``python -m extension.shapes.peers``
+writes the model and data for such a trainer.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -50,14 +54,55 @@ def score_curve(
     from .score import score_embedding
 
     return [
-        (step, score_embedding(backend, f"a photo of {NAME}", {NAME: vectors}, concept, samples=samples, seed=seed).value)
+        (
+            step,
+            score_embedding(
+                backend, f"a photo of {NAME}", {NAME: vectors}, concept, samples=samples, seed=seed
+            ).value,
+        )
         for step, vectors in snapshots
     ]
 
 
+SNAPSHOT_SUFFIXES = (".pt", ".safetensors", ".bin", ".png", ".webp")
+
+
+def snapshot_files(folder: Path) -> list[tuple[int, Path]]:
+    """The embedding files in ``folder`` by step: the step stored in the file, else the number that
+    ends its name (``learned_embeds-steps-40``, ``name-40``); files with neither are skipped."""
+    from ..embedding import load_embedding
+
+    found = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() not in SNAPSHOT_SUFFIXES or not path.is_file():
+            continue
+        step = load_embedding(path).step
+        if step is None:
+            number = re.search(r"(\d+)$", path.stem)
+            step = int(number.group(1)) if number else None
+        if step is not None:
+            found.append((step, path))
+    return sorted(found)
+
+
+def score_files(backend, concept: str, folder: Path, *, samples: int = 16, seed: int = 0) -> Curve:
+    """Score every snapshot in ``folder`` (another trainer's, or ours) as :func:`score_curve` does."""
+    from ..embedding import load_embedding
+    from ..training.create import vectors_for_backend
+
+    curve = Curve(concept, seed)
+    start = time.monotonic()
+    for step, path in snapshot_files(folder):
+        vectors = vectors_for_backend(load_embedding(path), backend)
+        curve.scores += score_curve(backend, concept, [(step, vectors)], samples=samples, seed=seed)
+    curve.seconds = time.monotonic() - start
+    return curve
+
+
 def run_ours(
     backend, concept: str, seed: int, *, steps: int, every: int, samples: int, learn_rate: str, work: Path,
-    init_text: str = "cat", vectors: int = 2, log: Callable[[str], None] = lambda m: None,
+    init_text: str = "cat", vectors: int = 2, template: str = "subject_filewords", batch_size: int = 2,
+    grad_accumulation: int = 2, log: Callable[[str], None] = lambda m: None,
 ) -> Curve:  # fmt: skip
     """Train ``concept`` with our trainer and score every ``every`` steps (step 0 included)."""
     from ..embedding import load_embedding
@@ -70,20 +115,24 @@ def run_ours(
     start = time.monotonic()
     data = make_shapes_dataset(work / "data", concept, n=8, size=backend.default_size, seed=seed)
     embedding = create_embedding(backend, NAME, init_text, vectors)
-    curve.scores += score_curve(backend, concept, [(0, vectors_for_backend(embedding, backend))], samples=samples)
+    curve.scores += score_curve(
+        backend, concept, [(0, vectors_for_backend(embedding, backend))], samples=samples
+    )
 
     def on_save(path: Path) -> None:
         if path.parent.name == "embeddings":  # the numbered snapshots, not the final file
             snapshot = load_embedding(path)
-            scored = score_curve(backend, concept, [(snapshot.step, vectors_for_backend(snapshot, backend))], samples=samples)
+            scored = score_curve(
+                backend, concept, [(snapshot.step, vectors_for_backend(snapshot, backend))], samples=samples
+            )
             curve.scores += scored
             log(f"{concept} seed {seed}: step {scored[0][0]} score {scored[0][1]:.0%}")
 
     config = TrainConfig(
         name=NAME, model="tiny-shapes", init_text=init_text, vectors=vectors, data=str(data),
-        width=backend.default_size, height=backend.default_size, template="subject_filewords",
+        width=backend.default_size, height=backend.default_size, template=template,
         log_dir=str(work / "logs"), embeddings_dir=str(work / "final"), learn_rate=learn_rate,
-        max_steps=steps, batch_size=2, grad_accumulation=2, save_every=every, preview_every=0,
+        max_steps=steps, batch_size=batch_size, grad_accumulation=grad_accumulation, save_every=every, preview_every=0,
         validation_every=every, validation_images=4, seed=seed, progress_bar=False, tensorboard=False,
     )  # fmt: skip
     result = train(config, backend, embedding=embedding,
@@ -102,40 +151,116 @@ def summary_table(curves: list[Curve]) -> str:
     for c in curves:
         by_step = dict(c.scores)
         cells = "".join(f"{by_step[s]:>6.0%}" if s in by_step else f"{'':>6}" for s in steps)
-        lines.append(f"{c.concept:<16}{c.seed:>5} {cells}  {c.steps_to_target if c.steps_to_target is not None else 'not reached'}")
+        lines.append(
+            f"{c.concept:<16}{c.seed:>5} {cells}  {c.steps_to_target if c.steps_to_target is not None else 'not reached'}"
+        )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Score textual inversion of held-out concepts on tiny-shapes.")
-    parser.add_argument("--concepts", default=",".join(f"{c} {s}" for c, s in HELD_OUT))
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--every", type=int, default=20)
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--learn-rate", default="0.02:40, 0.01")
-    parser.add_argument("--init-text", default="cat")
-    parser.add_argument("--vectors", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=None, help="write every curve here")
-    args = parser.parse_args(argv)
+HELP = "score textual inversion of held-out concepts on tiny-shapes against steps (ours, or another trainer's files)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The quality benchmark's options (shared by ``python -m extension quality`` and this module)."""
+    a = parser.add_argument
+    a(
+        "--concepts",
+        default=",".join(f"{c} {s}" for c, s in HELD_OUT),
+        help="held-out concepts, comma-separated (default: all four)",
+    )
+    a("--seeds", default="0,1", help="data and training seeds, comma-separated (default: 0,1)")
+    a("--steps", type=int, default=100, help="optimizer steps per run (default: 100)")
+    a("--every", type=int, default=20, help="score a snapshot every N steps (default: 20)")
+    a("--samples", type=int, default=16, help="judged previews per snapshot (default: 16)")
+    a("--learn-rate", default="0.02:40, 0.01", help="learning-rate schedule (default: '0.02:40, 0.01')")
+    a("--init-text", default="cat", help="the embedding's initial words (default: cat)")
+    a("--vectors", type=int, default=2, help="vectors per token (default: 2)")
+    a(
+        "--template",
+        default="subject_filewords",
+        help="a template name or a file of prompts (default: subject_filewords)",
+    )
+    a("--batch-size", type=int, default=2, help="pictures per micro-batch (default: 2)")
+    a("--grad-accumulation", type=int, default=2, help="micro-batches per optimizer step (default: 2)")
+    a(
+        "--score",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="do not train: score the embedding snapshots in FOLDER (another trainer's) as the first of --concepts",
+    )
+    a("--json", type=Path, default=None, help="also write every curve to this JSON file")
+
+
+def _train_all(backend, args: argparse.Namespace, concepts: list[str]) -> list[Curve]:
+    curves = []
+    for concept in concepts:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            with tempfile.TemporaryDirectory(prefix="ti-quality-") as work:
+                curves.append(run_ours(backend, concept, seed, steps=args.steps, every=args.every,
+                                       samples=args.samples, learn_rate=args.learn_rate, work=Path(work),
+                                       init_text=args.init_text, vectors=args.vectors, template=args.template,
+                                       batch_size=args.batch_size, grad_accumulation=args.grad_accumulation,
+                                       log=lambda m: print(m, file=sys.stderr)))  # fmt: skip
+    return curves
+
+
+def _input_problems(args: argparse.Namespace, concepts: list[str]) -> list[str]:
+    from .draw import parse_concept
+
+    problems = []
+    for concept in concepts:
+        try:
+            parse_concept(concept)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if not concepts:
+        problems.append("--concepts names no concept; e.g. --concepts 'cyan triangle'")
+    if not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*", args.seeds):
+        problems.append(f"--seeds {args.seeds!r} must be whole numbers separated by commas, e.g. 0,1")
+    for option in ("steps", "every", "samples"):
+        if getattr(args, option) < 1:
+            problems.append(f"--{option} must be at least 1, got {getattr(args, option)}")
+    if args.score is not None and not args.score.is_dir():
+        problems.append(f"--score {args.score} is not a folder of embedding snapshots")
+    return problems
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and score (or only score ``--score``'s files); prints the table, returns the exit code."""
+    concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
+    problems = _input_problems(args, concepts)
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        return 2
     import torch
 
     from ..backends.loading import load_backend
 
     torch.set_num_threads(1)
     backend = load_backend("tiny-shapes", device="cpu")
-    curves = []
-    for concept in [c.strip() for c in args.concepts.split(",") if c.strip()]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            with tempfile.TemporaryDirectory(prefix="ti-quality-") as work:
-                curves.append(run_ours(backend, concept, seed, steps=args.steps, every=args.every,
-                                       samples=args.samples, learn_rate=args.learn_rate, work=Path(work),
-                                       init_text=args.init_text, vectors=args.vectors,
-                                       log=lambda m: print(m, file=sys.stderr)))  # fmt: skip
+    if args.score is not None:
+        curves = [score_files(backend, concepts[0], args.score, samples=args.samples)]
+    else:
+        from ..training.config import ConfigError
+
+        try:
+            curves = _train_all(backend, args, concepts)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     print(summary_table(curves))
     if args.json:
-        args.json.write_text(json.dumps([asdict(c) | {"steps_to_target": c.steps_to_target} for c in curves], indent=1))
+        args.json.write_text(
+            json.dumps([asdict(c) | {"steps_to_target": c.steps_to_target} for c in curves], indent=1)
+        )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
