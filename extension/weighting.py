@@ -31,8 +31,10 @@ def apply_emphasis(z: Tensor, multipliers: Tensor, mode: str = "Original") -> Te
     work = torch.promote_types(z.dtype, torch.float32)
     zw = z.to(work)
     weighted = zw * multipliers.to(device=z.device, dtype=work).unsqueeze(-1)
-    if mode != "No norm":
-        # restores the overall mean: cancels uniform weighting, as in the web UI (mean ~ 0 gives inf/NaN)
+    if mode != "No norm" and not bool((multipliers == 1).all()):
+        # restores the overall mean: cancels uniform weighting, as in the web UI (mean ~ 0 gives inf/NaN).
+        # With every weight 1 the factor is exactly 1, or 0/0 when mean(z) is exactly 0 (an untrained
+        # final layer norm without bias): skipping it is bit-identical wherever the web UI is finite.
         weighted = weighted * (zw.mean() / weighted.mean())
     return weighted.to(z.dtype)
 

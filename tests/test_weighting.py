@@ -48,6 +48,22 @@ def test_uniform_weights_are_cancelled_by_original():
     torch.testing.assert_close(apply_emphasis(Z, m, "No norm"), Z * 1.5)
 
 
+def test_all_ones_on_a_zero_mean_encoder_stay_finite():
+    # an untrained final LayerNorm without bias gives mean(z) == 0 exactly: "Original" was 0/0 = NaN
+    z = torch.tensor([[[1.0, -1.0], [2.5, -2.5]]])
+    assert z.mean().item() == 0.0
+    out = apply_emphasis(z, torch.ones(1, 2), "Original")
+    assert torch.equal(out, z)
+    weighted = apply_emphasis(z, torch.tensor([[1.0, 1.5]]), "Original")  # a real weight: the web UI's 0/0
+    assert not torch.isfinite(weighted).all()
+
+
+def test_all_ones_are_bit_identical_to_the_rescaled_result():
+    z = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(4))
+    ones = torch.ones(2, 5)
+    assert torch.equal(apply_emphasis(z, ones, "Original"), z * ones.unsqueeze(-1) * (z.mean() / z.mean()))
+
+
 def test_mean_is_over_the_whole_batch():
     z = torch.cat([Z, Z * 0 + 1.0])  # second row all ones; whole mean = (12 + 4) / 8 = 2
     m = torch.tensor([[2.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
