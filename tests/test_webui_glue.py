@@ -388,10 +388,11 @@ def test_encoding_emphasis_skips_originals_normalisation_only_without_weights():
 def test_encoding_emphasis_keeps_finite_what_original_turns_nan():
     from extension.weighting import apply_emphasis
 
-    # a zero-mean encoder output (final layer norm without bias): "Original" divides 0 by 0
+    # a zero-mean encoder output (final layer norm without bias): the web UI's "Original" divides 0 by 0
     z = torch.tensor([[[1.0, -1.0], [2.0, -2.0]]])
     ones = torch.ones(1, 2)
-    assert torch.isnan(apply_emphasis(z, ones, "Original")).all()
+    weighted = z * ones.unsqueeze(-1)
+    assert torch.isnan(weighted * (z.mean() / weighted.mean())).all()
     mode = glue.encoding_emphasis("Original", [[("a cat", 1.0)]])
     assert torch.equal(apply_emphasis(z, ones, mode), z)
     # wherever "Original" is finite, the substitute gives the same bits
