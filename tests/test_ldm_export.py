@@ -68,13 +68,13 @@ def test_sd2_encoder_gets_vit_h_s_24th_block(tmp_path):
     SD2 never runs it) and loads back to the same 23, with the same conditioning."""
     from transformers import CLIPTextModel
 
-    from extension.backends.tiny import _spread_layer_norms
+    from extension.backends.tiny import spread_layer_norms
 
     parts = tiny_components("sd2", seed=1)
     config = text_encoder_config(48, 23, "gelu")
     torch.manual_seed(1)
     # untouched layer norms make the final output's mean exactly 0, and "Original" emphasis divides by it
-    parts["text_encoders"] = {"clip_g": _spread_layer_norms(CLIPTextModel(config)).eval()}
+    parts["text_encoders"] = {"clip_g": spread_layer_norms(CLIPTextModel(config)).eval()}
     original = StandaloneBackend("sd2", **parts)
     path = save_single_file(original, tmp_path / "sd2.safetensors", dtype=torch.float32)
     header = _header(path)

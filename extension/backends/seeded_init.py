@@ -62,7 +62,7 @@ _Draw = tuple[torch.Tensor, float, float]  # (tensor, std, mean): filled from N(
 def _plan_parameter(module: nn.Module, leaf: str, param: torch.Tensor, spread_norms: bool) -> _Draw | None:
     """Fill ``param`` now if it is a constant; else return the normal draw it needs."""
     if _is_norm(module):
-        if spread_norms:  # random affine LayerNorms, like trained CLIP's (see tiny._spread_layer_norms)
+        if spread_norms:  # random affine LayerNorms, like trained CLIP's (see tiny.spread_layer_norms)
             return param, 0.1, 1.0 if leaf == "weight" else 0.05
         param.fill_(1.0 if leaf == "weight" else 0.0)
         return None

@@ -120,7 +120,7 @@ def tiny_components(family: str, seed: int = 0) -> dict[str, Any]:
             with_projection = family == "sdxl" and key == "clip_g"
             config = text_encoder_config(width, layers, act)
             cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-            encoders[key] = _spread_layer_norms(cls(config).eval())
+            encoders[key] = spread_layer_norms(cls(config).eval())
         context = sum(w for w, _, _ in _ENCODERS[family].values())
         pooled = _ENCODERS[family]["clip_g"][0] if family == "sdxl" else None
         torch.manual_seed(seed * 1000 + 10)
@@ -130,7 +130,7 @@ def tiny_components(family: str, seed: int = 0) -> dict[str, Any]:
     return {"unet": unet, "vae": vae, "text_encoders": encoders, "scheduler_config": scheduler_config(family)}
 
 
-def _spread_layer_norms(model: torch.nn.Module) -> torch.nn.Module:
+def spread_layer_norms(model: torch.nn.Module) -> torch.nn.Module:
     """Random LayerNorm affine parameters (fresh ones are exactly 1 and 0).
 
     With identity LayerNorms every output token has zero channel mean, so the mean of a chunk is ~0

@@ -69,12 +69,12 @@ def new_components(seed: int) -> dict[str, torch.nn.Module]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from ..backends.tiny import _spread_layer_norms
+    from ..backends.tiny import spread_layer_norms
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # biased LayerNorms as in real CLIP, so "Original" emphasis never divides by ~0
-        text_encoder = _spread_layer_norms(CLIPTextModel(text_encoder_config(TEXT_WIDTH, TEXT_LAYERS, "quick_gelu")))
+        text_encoder = spread_layer_norms(CLIPTextModel(text_encoder_config(TEXT_WIDTH, TEXT_LAYERS, "quick_gelu")))
         torch.manual_seed(seed + 1)
         unet = UNet2DConditionModel(**unet_config())
         torch.manual_seed(seed + 2)
