@@ -162,3 +162,19 @@ def test_rest_import_of_a_lone_clip_g_file_is_a_400(pair, tmp_path):
     r = client.post(f"{PREFIX}/import", json=body)
     assert r.status_code == 400 and "CLIP-G half" in r.text
     assert not list((tmp_path / "emb").glob("*"))
+
+
+def test_the_catalog_lists_a_pair_once_and_a_lone_half_on_its_own(pair, tmp_path):
+    from extension.ui.catalog import EmbeddingCatalog
+
+    first = pair[0]
+    write_like_diffusers(first.parent, torch.randn(2, 768), torch.randn(2, 1280), steps=500)
+    found, problems = EmbeddingCatalog().scan(first.parent)
+    assert [(e.name, e.shape, Path(e.path).name) for e in found] == [
+        ("learned_embeds", "3 x (768 + 1280)", "learned_embeds.safetensors"),
+        ("learned_embeds-steps-500", "2 x (768 + 1280)", "learned_embeds-steps-500.safetensors"),
+    ] and problems == []
+    first.unlink()  # the CLIP-G half alone is listed as what it is
+    assert [Path(e.path).name for e in EmbeddingCatalog().scan(first.parent)[0]] == [
+        "learned_embeds-steps-500.safetensors", "learned_embeds_2.safetensors"
+    ]  # fmt: skip

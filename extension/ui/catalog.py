@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..embedding import SUPPORTED_SUFFIXES, Embedding, EmbeddingFormatError, load_embedding
+from ..embedding.diffusers_pair import is_second_half, pair_paths
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ def describe(embedding: Embedding, path: Path) -> EmbeddingInfo:
     )
 
 
+def _listed_with_its_pair(path: Path) -> bool:
+    """The CLIP-G file of diffusers' SDXL pair, whose CLIP-L file beside it lists (and loads) both."""
+    pair = pair_paths(path)
+    return pair is not None and is_second_half(path) and pair[0].is_file()
+
+
 class EmbeddingCatalog:
     """Lists the readable embeddings under a folder (recursively, like the web UI), caching each
     file by modification time and size so a refresh only reads what changed."""
@@ -74,6 +81,8 @@ class EmbeddingCatalog:
             seen = set()
             for path in sorted(folder.rglob("*")):
                 if path.name.startswith(".") or path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                if _listed_with_its_pair(path):
                     continue
                 try:
                     st = path.stat()
