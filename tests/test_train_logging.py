@@ -168,3 +168,26 @@ def test_vectors_hash_depends_on_every_value():
     b = {"clip_l": torch.zeros(2, 3)}
     b["clip_l"][1, 2] = 1e-6
     assert vectors_hash(a) != vectors_hash(b) and vectors_hash(a) == vectors_hash({"clip_l": torch.zeros(2, 3)})
+
+
+def test_runs_started_together_never_share_a_run_folder(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from extension.training.outputs import CLAIM_FILE, claim_run_dir
+
+    # two runs of one name that have not written anything yet: choose_run_dir alone gave both "cat"
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: claim_run_dir(tmp_path, "cat", reuse=False), range(16)))
+    assert len(set(folders)) == 16 and all((f / CLAIM_FILE).is_file() for f in folders)
+
+
+def test_a_claimed_run_folder_is_removed_when_nothing_was_written(tmp_path):
+    from extension.training.outputs import claim_run_dir, release_run_dir
+
+    empty = claim_run_dir(tmp_path, "cat", reuse=False)
+    used = claim_run_dir(tmp_path, "cat", reuse=False)
+    (used / "loss.csv").write_text("step,loss\n")
+    release_run_dir(empty)
+    release_run_dir(used)
+    assert not empty.exists() and (used / "loss.csv").is_file()
+    assert claim_run_dir(tmp_path, "cat", reuse=False) == empty  # free again

@@ -28,7 +28,7 @@ from .create import create_embedding, embedding_from_vectors, vectors_for_backen
 from .distributed import SINGLE, World
 from .logging import LogRow, TrainLogger
 from .loss import MicroBatch, ValidationSet, derive_seed, micro_batch_loss
-from .outputs import RunDirs, choose_run_dir, prune_snapshots, resume_state_path
+from .outputs import RunDirs, claim_run_dir, prune_snapshots, release_run_dir, resume_state_path
 from .precision import Precision, PrecisionError, bf16_native, choose_precision, nan_advice
 from .resume import ResumeError, ResumeState, load_resume_state, save_resume_state, vectors_hash
 
@@ -391,7 +391,7 @@ class TrainingRun:
             return
         continuing = self.source is not None
         reuse = config.resume or config.overwrite or continuing
-        run_dir = choose_run_dir(
+        run_dir = claim_run_dir(
             Path(config.log_dir), self.name, reuse=reuse, start_step=self.start_step, keep_log=not config.overwrite
         )
         self.dirs = RunDirs(run_dir, self.name, config.save_format)
@@ -660,6 +660,15 @@ class TrainingRun:
         self.restore()
         self.open_outputs()
         try:
+            self.train_steps()
+            return self.finish()
+        finally:
+            if self.dirs is not None:
+                release_run_dir(self.dirs.root)
+
+    def train_steps(self) -> None:
+        """The steps, ending on a stop, an interrupt (saved) or an error (saved, then raised)."""
+        try:
             with self.model_context():
                 self.validate_at_start()
                 for step in range(self.start_step, self.config.max_steps):
@@ -673,7 +682,6 @@ class TrainingRun:
             raise
         finally:
             self.logger.close()
-        return self.finish()
 
 
 def train(

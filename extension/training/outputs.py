@@ -56,7 +56,7 @@ def resume_state_path(embedding_path: Path) -> Path:
 
 @dataclass(frozen=True)
 class RunDirs:
-    """The folders of one run (created lazily, only when something is written)."""
+    """The folders of one run (the root claimed at the start, the rest created when written)."""
 
     root: Path
     name: str
@@ -125,6 +125,39 @@ def choose_run_dir(
     if reuse and newest is not None and _last_step(newest, name, keep_log) <= start_step:
         return newest
     return candidate
+
+
+CLAIM_FILE = ".ti-trainer-run"  # marks a run folder as taken from the moment a run chooses it
+
+
+def claim_run_dir(log_dir: Path, name: str, *, reuse: bool, start_step: int = 0, keep_log: bool = True) -> Path:
+    """:func:`choose_run_dir`, and the folder taken for this run at once: a run started at the same
+    moment with the same name gets the next folder instead of writing into the same one.
+
+    A folder being reused (a continuing run) is returned as it is; a new one gets :data:`CLAIM_FILE`,
+    created exclusively, which :func:`release_run_dir` removes again if the run wrote nothing else.
+    """
+    while True:
+        run_dir = choose_run_dir(log_dir, name, reuse=reuse, start_step=start_step, keep_log=keep_log)
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            return run_dir  # the newest folder, taken again by a continuing run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(run_dir / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue  # another run took it between the two calls: the next folder
+        return run_dir
+
+
+def release_run_dir(run_dir: Path) -> None:
+    """Remove a claimed run folder again when the run wrote nothing into it."""
+    claim = Path(run_dir) / CLAIM_FILE
+    try:
+        if [p.name for p in Path(run_dir).iterdir()] == [CLAIM_FILE]:
+            claim.unlink()
+            Path(run_dir).rmdir()
+    except OSError:
+        pass  # written to meanwhile, or already gone: nothing to tidy
 
 
 def _last_step(run_dir: Path, name: str, with_log: bool) -> int:
