@@ -530,7 +530,7 @@ class _Handlers:
             self.service.interrupt()
         except UserError:
             return error_html("Nothing to interrupt: no training is running."), self._status()
-        return _message("Interrupting: the current state is being saved."), self._status()
+        return _message("Interrupt requested: the run saves its state and stops after the current step."), self._status()
 
     def poll(self, memory: dict):
         """Status, model, plot, previews and files of the job in view; ``gr.update()`` for what

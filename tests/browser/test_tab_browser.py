@@ -222,7 +222,7 @@ def test_the_tab_in_chromium(server, tmp_path: Path) -> None:
             tab.image_loaded("#ti_trainer_loss_plot img")
             tab.shot("03-running")
             page.click("#ti_trainer_interrupt")
-            expect(page.locator("#ti_trainer_message")).to_contain_text("Interrupting")
+            expect(page.locator("#ti_trainer_message")).to_contain_text("Interrupt requested")
             stopped = tab.wait_for(state="interrupted", other_than=first["job"])
             quiet_to = time.monotonic()
             step = int(stopped["step"])
