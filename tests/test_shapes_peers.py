@@ -107,3 +107,10 @@ def test_bench_quality_runs_the_quality_benchmark_with_its_defaults(monkeypatch,
     assert (
         args.json == tmp_path / "q.json" and args.steps == 100 and args.seeds == "0,1" and args.score is None
     )
+
+
+def test_prepare_checks_its_arguments_before_writing(tmp_path, capsys):
+    out = tmp_path / "new"
+    assert peers_main(["prepare", str(out), "--concepts", "pink star", "--seeds", "1,x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown colour 'pink'" in err and "--seeds '1,x'" in err and not out.exists()

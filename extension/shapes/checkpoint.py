@@ -16,6 +16,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .model import LATENT_SCALE, SIDE, TEXT_WIDTH, unet_config, vae_config
@@ -148,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.suffix.lower() != ".safetensors":
         print(f"error: {args.out.name} must end in .safetensors", file=sys.stderr)
         return 2
+    return write_and_report(lambda: export_checkpoint(args.out, overwrite=args.overwrite))
+
+
+def write_and_report(write: Callable[[], list[Path]]) -> int:
+    """Run ``write``; print each path it wrote (exit status 0), or its problem in one line (2)."""
     try:
-        written = export_checkpoint(args.out, overwrite=args.overwrite)
+        written = write()
     except (FileExistsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 
-from .draw import HELD_OUT
+from .checkpoint import write_and_report
+from .draw import HELD_OUT, parse_concept
 
 # The prompt list of the textual inversion paper (Gal et al. 2022), also used by diffusers' example
 # script ("imagenet_templates_small") and the web UI's subject.txt.
@@ -119,14 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
     concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
-    try:
-        written = prepare(args.out, concepts, [int(s) for s in args.seeds.split(",")])
-    except (FileExistsError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    problems = [] if re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*", args.seeds) else [
+        f"--seeds {args.seeds!r} must be whole numbers separated by commas, e.g. 0,1,2"
+    ]
+    for concept in concepts:
+        try:
+            parse_concept(concept)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         return 2
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+    return write_and_report(lambda: prepare(args.out, concepts, [int(s) for s in args.seeds.split(",")]))
 
 
 if __name__ == "__main__":
