@@ -68,3 +68,14 @@ def test_training_attention_switches_only_chunked_kinds():
     assert families.training_attention("attention_xformers") is None
     assert families.training_attention("attention_sub_quad") == "attention_pytorch"
     assert families.training_attention("attention_split") == "attention_pytorch"
+
+
+def test_a_checkpoint_forge_cannot_load_is_named_with_the_way_out():
+    from extension.forge.families import load_failure
+
+    err = load_failure("tiny-shapes.safetensors [d8e4e8b2]", ValueError("Failed to recognize model type!"))
+    assert isinstance(err, ForgeModelError)
+    text = str(err)
+    assert "tiny-shapes.safetensors [d8e4e8b2]" in text and "Failed to recognize model type!" in text
+    assert "Select another checkpoint at the top of the page" in text and "SD1/SD2/SDXL" in text
+    assert "load the selected checkpoint: ValueError. Select" in str(load_failure(None, ValueError("")))

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..webui import glue
 from ..webui.host_adapter import HostJobHooks, WebUIAdapter
 from .backend import ForgeBackend, forget_cached_conditioning
-from .families import FAMILIES
+from .families import FAMILIES, load_failure
 from .options import host_template_dir
 
 NO_BUILTIN = (
@@ -58,11 +58,19 @@ class ForgeAdapter(WebUIAdapter):
 
         if not sd_models.model_data.forge_loading_parameters:
             main_entry.refresh_model_loading_parameters()
-        if getattr(self._job, "active", False):
-            sd_models.forge_model_reload()
-            return
-        with call_queue.queue_lock:
-            sd_models.forge_model_reload()
+        lock = contextlib.nullcontext() if getattr(self._job, "active", False) else call_queue.queue_lock
+        with lock:
+            try:
+                sd_models.forge_model_reload()
+            except Exception as exc:  # e.g. "Failed to recognize model type!" from Forge's detection
+                raise load_failure(self._selected_checkpoint(), exc) from exc
+
+    @staticmethod
+    def _selected_checkpoint() -> str | None:
+        from modules import sd_models
+
+        info = (sd_models.model_data.forge_loading_parameters or {}).get("checkpoint_info")
+        return getattr(info, "title", None) or getattr(info, "filename", None)
 
     def backend(self) -> ForgeBackend:
         """The backend over Forge's loaded engine, loading the selected checkpoint first if needed."""

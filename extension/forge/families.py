@@ -47,6 +47,17 @@ REFUSED = {
 PLACEHOLDER = "FakeInitialModel"
 
 
+def load_failure(checkpoint: str | None, error: BaseException) -> ForgeModelError:
+    """Forge failed to load the selected checkpoint (e.g. its detection did not recognise it): the
+    error naming the checkpoint, Forge's words and what to do."""
+    what = f"the selected checkpoint {checkpoint}" if checkpoint else "the selected checkpoint"
+    said = str(error).strip() or type(error).__name__
+    return ForgeModelError(
+        f"Forge could not load {what}: {said}. Select another checkpoint at the top of the page "
+        f"({SUPPORTED}; Forge recognises only the released architectures of each)"
+    )
+
+
 def engine_family(class_name: str, *, is_inpaint: bool = False) -> EngineFamily:
     """The :class:`EngineFamily` of Forge engine ``class_name``; raises ForgeModelError otherwise."""
     if class_name == PLACEHOLDER:
