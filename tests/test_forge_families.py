@@ -78,4 +78,5 @@ def test_a_checkpoint_forge_cannot_load_is_named_with_the_way_out():
     text = str(err)
     assert "tiny-shapes.safetensors [d8e4e8b2]" in text and "Failed to recognize model type!" in text
     assert "Select another checkpoint at the top of the page" in text and "SD1/SD2/SDXL" in text
-    assert "load the selected checkpoint: ValueError. Select" in str(load_failure(None, ValueError("")))
+    assert "load the selected checkpoint ('ValueError'). Select" in str(load_failure(None, ValueError("")))
+    assert isinstance(err, ValueError)  # reported as bad input, not as an unexpected error

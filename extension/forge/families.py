@@ -14,8 +14,9 @@ from dataclasses import dataclass
 SUPPORTED = "TI training supports SD1/SD2/SDXL"
 
 
-class ForgeModelError(RuntimeError):
-    """Forge's loaded model or its settings cannot be trained on; the message says why and what to do."""
+class ForgeModelError(ValueError):
+    """Forge's loaded model or its settings cannot be trained on; the message says why and what to do
+    (a ValueError: the user's choice of model, reported like any other bad input)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def load_failure(checkpoint: str | None, error: BaseException) -> ForgeModelErro
     what = f"the selected checkpoint {checkpoint}" if checkpoint else "the selected checkpoint"
     said = str(error).strip() or type(error).__name__
     return ForgeModelError(
-        f"Forge could not load {what}: {said}. Select another checkpoint at the top of the page "
+        f"Forge could not load {what} ({said!r}). Select another checkpoint at the top of the page "
         f"({SUPPORTED}; Forge recognises only the released architectures of each)"
     )
 
