@@ -143,6 +143,11 @@ by absolute path in the `.yaml`); the ldm classes the web UI builds from that `.
 same outputs as the diffusers modules here. The web UI assumes 8 pixels per latent cell, this model
 has 4: ask it for 64 x 64 to get the model's 32 x 32 pictures.
 
+Forge does not load it: its detection (`huggingface_guess`) recognises only the released
+architectures (SD1 needs 320 UNet channels and 768-wide text), and it builds the text encoder and
+VAE from fixed SD1.5 configs, ignoring the `.yaml` (tried in Forge main dfdcbab6: "Failed to
+recognize model type!"; our tab then names the checkpoint and says to select another one).
+
 ## Reproduce
 `nice -n 19 python tools/train_tiny_shapes.py --overwrite` (seed {plan['seed']} and the defaults:
 the VAE {plan['vae_steps']} steps x {plan['vae_batch']} pictures; then, at the same time, its
