@@ -89,6 +89,7 @@ def test_quality_cli_scores_a_folder(tmp_path, capsys):
         (["--seeds", "a,b"], "--seeds"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--score", "/nonexistent/folder"], "not a folder"),
+        (["--data", "."], "given with --score"),
     ],
 )
 def test_quality_cli_refuses_bad_input_before_loading(args, words, capsys):
@@ -114,3 +115,15 @@ def test_prepare_checks_its_arguments_before_writing(tmp_path, capsys):
     assert peers_main(["prepare", str(out), "--concepts", "pink star", "--seeds", "1,x"]) == 2
     err = capsys.readouterr().err
     assert "unknown colour 'pink'" in err and "--seeds '1,x'" in err and not out.exists()
+
+
+def test_validation_of_snapshot_files_equals_the_runs_own(tmp_path, shapes):
+    from extension.shapes.quality import recipe_config, run_ours
+
+    curve = run_ours(shapes, "cyan triangle", 5, steps=4, every=2, samples=1, learn_rate="0.02", work=tmp_path)
+    (snapshots,) = {p.parent for p in (tmp_path / "logs").rglob("quality-shape-*.safetensors")}
+    config = recipe_config(tmp_path / "data", 5, tmp_path / "again", steps=4, every=2)
+    scored = score_files(shapes, "cyan triangle", snapshots, samples=1, seed=5, validation_config=config)
+    assert [s for s, _ in scored.validation] == [2, 4]
+    assert scored.validation == [(s, v) for s, v in curve.validation if s in (2, 4)]  # the same numbers
+    assert scored.validation[0][1] != scored.validation[1][1]  # the vectors differ, so do the losses

@@ -85,18 +85,58 @@ def snapshot_files(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def score_files(backend, concept: str, folder: Path, *, samples: int = 16, seed: int = 0) -> Curve:
-    """Score every snapshot in ``folder`` (another trainer's, or ours) as :func:`score_curve` does."""
+def score_files(
+    backend, concept: str, folder: Path, *, samples: int = 16, seed: int = 0, validation_config=None
+) -> Curve:
+    """Score every snapshot in ``folder`` (another trainer's, or ours) as :func:`score_curve` does;
+    with ``validation_config`` (a :func:`recipe_config` of the pictures it was trained on) also its
+    validation loss, on the same validation set as our run of that config."""
     from ..embedding import load_embedding
     from ..training.create import vectors_for_backend
 
     curve = Curve(concept, seed)
     start = time.monotonic()
-    for step, path in snapshot_files(folder):
-        vectors = vectors_for_backend(load_embedding(path), backend)
-        curve.scores += score_curve(backend, concept, [(step, vectors)], samples=samples, seed=seed)
+    snapshots = [(step, vectors_for_backend(load_embedding(path), backend)) for step, path in snapshot_files(folder)]
+    for step, vectors in snapshots:
+        curve.scores += score_curve(backend, concept, [(step, vectors)], samples=samples)
+    if validation_config is not None:
+        curve.validation = validation_losses(backend, validation_config, snapshots)
     curve.seconds = time.monotonic() - start
     return curve
+
+
+def recipe_config(
+    data: Path, seed: int, work: Path, *, steps: int = 100, every: int = 20, learn_rate: str = "0.02:40, 0.01",
+    init_text: str = "cat", vectors: int = 2, template: str = "subject_filewords", batch_size: int = 2,
+    grad_accumulation: int = 2, side: int = 32,
+):  # fmt: skip
+    """The benchmark's :class:`..training.config.TrainConfig`: ``data``'s pictures, a snapshot and a
+    validation loss every ``every`` steps (4 pictures, fixed noise and timesteps from ``seed``)."""
+    from ..training.config import TrainConfig
+
+    return TrainConfig(
+        name=NAME, model="tiny-shapes", init_text=init_text, vectors=vectors, data=str(data),
+        width=side, height=side, template=template,
+        log_dir=str(work / "logs"), embeddings_dir=str(work / "final"), learn_rate=learn_rate,
+        max_steps=steps, batch_size=batch_size, grad_accumulation=grad_accumulation, save_every=every, preview_every=0,
+        validation_every=every, validation_images=4, seed=seed, progress_bar=False, tensorboard=False,
+    )  # fmt: skip
+
+
+def validation_losses(backend, config, snapshots: list[tuple[int, dict]]) -> list[tuple[int, float]]:
+    """The validation loss of each ``(step, vectors)`` on the validation set a run of ``config`` uses
+    (the same pictures, prompts, noise and timesteps), so any trainer's snapshots compare with ours."""
+    from ..training.dataset import TrainingDataset
+    from ..training.loss import ValidationSet
+
+    dataset = TrainingDataset.prepare(config.dataset_options(), backend, NAME, progress=lambda done, total: None,
+                                      seed=config.seed)  # fmt: skip
+    validation = ValidationSet.build(
+        dataset, backend, n_images=config.validation_images, timesteps_per_image=config.validation_timesteps,
+        batch_size=min(config.batch_size, len(dataset)), seed=config.seed,
+    )  # fmt: skip
+    with backend.frozen(), backend.text_settings(config.emphasis, config.clip_skip):
+        return [(step, validation.loss(backend, NAME, vectors)) for step, vectors in snapshots]
 
 
 def run_ours(
@@ -106,7 +146,6 @@ def run_ours(
 ) -> Curve:  # fmt: skip
     """Train ``concept`` with our trainer and score every ``every`` steps (step 0 included)."""
     from ..embedding import load_embedding
-    from ..training.config import TrainConfig
     from ..training.create import create_embedding, vectors_for_backend
     from ..training.demo_data import make_shapes_dataset
     from ..training.loop import TrainCallbacks, train
@@ -115,9 +154,7 @@ def run_ours(
     start = time.monotonic()
     data = make_shapes_dataset(work / "data", concept, n=8, size=backend.default_size, seed=seed)
     embedding = create_embedding(backend, NAME, init_text, vectors)
-    curve.scores += score_curve(
-        backend, concept, [(0, vectors_for_backend(embedding, backend))], samples=samples
-    )
+    curve.scores += score_curve(backend, concept, [(0, vectors_for_backend(embedding, backend))], samples=samples)
 
     def on_save(path: Path) -> None:
         if path.parent.name == "embeddings":  # the numbered snapshots, not the final file
@@ -128,12 +165,9 @@ def run_ours(
             curve.scores += scored
             log(f"{concept} seed {seed}: step {scored[0][0]} score {scored[0][1]:.0%}")
 
-    config = TrainConfig(
-        name=NAME, model="tiny-shapes", init_text=init_text, vectors=vectors, data=str(data),
-        width=backend.default_size, height=backend.default_size, template=template,
-        log_dir=str(work / "logs"), embeddings_dir=str(work / "final"), learn_rate=learn_rate,
-        max_steps=steps, batch_size=batch_size, grad_accumulation=grad_accumulation, save_every=every, preview_every=0,
-        validation_every=every, validation_images=4, seed=seed, progress_bar=False, tensorboard=False,
+    config = recipe_config(
+        data, seed, work, steps=steps, every=every, learn_rate=learn_rate, init_text=init_text, vectors=vectors,
+        template=template, batch_size=batch_size, grad_accumulation=grad_accumulation, side=backend.default_size,
     )  # fmt: skip
     result = train(config, backend, embedding=embedding,
                    callbacks=TrainCallbacks(on_save=on_save, on_validation=lambda s, v: curve.validation.append((s, v))))  # fmt: skip
@@ -223,7 +257,18 @@ def _input_problems(args: argparse.Namespace, concepts: list[str]) -> list[str]:
             problems.append(f"--{option} must be at least 1, got {getattr(args, option)}")
     if args.score is not None and not args.score.is_dir():
         problems.append(f"--score {args.score} is not a folder of embedding snapshots")
+    if args.data is not None and (args.score is None or not args.data.is_dir()):
+        problems.append(f"--data {args.data} must be a folder of pictures, given with --score")
     return problems
+
+
+def _score_peer(backend, args: argparse.Namespace, concept: str) -> Curve:
+    seed = int(args.seeds.split(",")[0])
+    with tempfile.TemporaryDirectory(prefix="ti-quality-") as work:
+        config = None if args.data is None else recipe_config(
+            args.data, seed, Path(work), template=args.template, batch_size=args.batch_size, side=backend.default_size
+        )  # fmt: skip
+        return score_files(backend, concept, args.score, samples=args.samples, seed=seed, validation_config=config)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     backend = load_backend("tiny-shapes", device="cpu")
     if args.score is not None:
-        curves = [score_files(backend, concepts[0], args.score, samples=args.samples)]
+        curves = [_score_peer(backend, args, concepts[0])]
     else:
         from ..training.config import ConfigError
 
