@@ -223,6 +223,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FOLDER",
         help="do not train: score the embedding snapshots in FOLDER (another trainer's) as the first of --concepts",
     )
+    a(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="with --score: the pictures those snapshots were trained on, for their validation loss (the same "
+        "validation set as our run with the first of --seeds, --template and --batch-size)",
+    )
     a("--json", type=Path, default=None, help="also write every curve to this JSON file")
 
 
