@@ -72,21 +72,14 @@ class ForgeAdapter(WebUIAdapter):
         info = (sd_models.model_data.forge_loading_parameters or {}).get("checkpoint_info")
         return getattr(info, "title", None) or getattr(info, "filename", None)
 
-    def backend(self) -> ForgeBackend:
-        """The backend over Forge's loaded engine, loading the selected checkpoint first if needed."""
+    def _new_backend(self) -> ForgeBackend:
+        """A backend over Forge's engine (loaded by :meth:`_load_model`); the old one gives back what
+        it replaced in the previous engine first."""
         from modules import shared
 
-        with self._lock:
-            self._load_model()
-            if self._backend is None or not self._backend.is_current:
-                if self._backend is not None:
-                    self._backend.restore()
-                backend = ForgeBackend(shared.sd_model)
-                backend.preview_sampler = str(
-                    getattr(shared.opts, "ti_trainer_preview_sampler", "") or backend.preview_sampler
-                )
-                self._backend = backend
-            return self._backend
+        if self._backend is not None:
+            self._backend.restore()
+        return ForgeBackend(shared.sd_model)
 
     def model_label(self) -> str:
         from modules import sd_models, shared

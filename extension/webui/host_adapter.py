@@ -75,17 +75,26 @@ class WebUIAdapter:
     # -- model --------------------------------------------------------------------------------------
 
     def backend(self) -> HostBackend:
-        """The backend over the web UI's loaded model (rebuilt after a checkpoint switch)."""
+        """The backend over the host's loaded model (rebuilt after a checkpoint switch)."""
         from modules import shared
 
         with self._lock:
+            self._load_model()
             if self._backend is None or not self._backend.is_current:
-                backend = HostBackend(shared.sd_model)
+                backend = self._new_backend()
                 backend.preview_sampler = str(
                     getattr(shared.opts, "ti_trainer_preview_sampler", "") or backend.preview_sampler
                 )
                 self._backend = backend
             return self._backend
+
+    def _load_model(self) -> None:
+        """Nothing to do: the web UI loads its model at start and when the checkpoint changes."""
+
+    def _new_backend(self) -> HostBackend:
+        from modules import shared
+
+        return HostBackend(shared.sd_model)
 
     def model_label(self) -> str:
         from modules import shared
