@@ -22,6 +22,8 @@ def test_curves_of_a_short_run(tmp_path, capsys):
 def test_steps_to_target_and_table():
     curve = Curve("purple star", 1, scores=[(0, 0.0), (20, 0.5), (40, 0.81), (60, 0.7)])
     assert curve.steps_to_target == 40
+    assert curve.mean_score == (0.5 + 0.81 + 0.7) / 3  # step 0 is the starting point, not a result
+    assert Curve("red square", 0, scores=[(0, 0.1)]).mean_score is None
     assert Curve("red square", 0, scores=[(0, 0.1)]).steps_to_target is None
     table = summary_table([curve])
-    assert "purple star" in table and "81%" in table and table.rstrip().endswith("40")
+    assert "purple star" in table and "81%" in table and table.rstrip().endswith("67%  40")

@@ -46,6 +46,13 @@ class Curve:
         """The first step whose score is at least :data:`TARGET` (None: never within the run)."""
         return next((step for step, score in self.scores if score >= TARGET), None)
 
+    @property
+    def mean_score(self) -> float | None:
+        """The mean score of the snapshots after step 0: less at the mercy of one lucky snapshot than
+        :attr:`steps_to_target` (None: no trained snapshot)."""
+        trained = [score for step, score in self.scores if step > 0]
+        return sum(trained) / len(trained) if trained else None
+
 
 def score_curve(
     backend, concept: str, snapshots: list[tuple[int, dict]], *, samples: int = 8, seed: int = 0
@@ -180,14 +187,14 @@ def run_ours(
 def summary_table(curves: list[Curve]) -> str:
     """A plain-text table: one row per run, the score at each scored step and the steps to the target."""
     steps = sorted({s for c in curves for s, _ in c.scores})
-    head = f"{'concept':<16}{'seed':>5} " + "".join(f"{s:>6}" for s in steps) + f"  steps to {TARGET:.0%}"
+    head = f"{'concept':<16}{'seed':>5} " + "".join(f"{s:>6}" for s in steps) + f"  {'mean':>5}  steps to {TARGET:.0%}"
     lines = [head]
     for c in curves:
         by_step = dict(c.scores)
         cells = "".join(f"{by_step[s]:>6.0%}" if s in by_step else f"{'':>6}" for s in steps)
-        lines.append(
-            f"{c.concept:<16}{c.seed:>5} {cells}  {c.steps_to_target if c.steps_to_target is not None else 'not reached'}"
-        )
+        mean = f"{c.mean_score:>5.0%}" if c.mean_score is not None else f"{'':>5}"
+        reached = c.steps_to_target if c.steps_to_target is not None else "not reached"
+        lines.append(f"{c.concept:<16}{c.seed:>5} {cells}  {mean}  {reached}")
     return "\n".join(lines)
 
 
@@ -277,6 +284,10 @@ def _score_peer(backend, args: argparse.Namespace, concept: str) -> Curve:
             args.data, seed, Path(work), template=args.template, batch_size=args.batch_size, side=backend.default_size
         )  # fmt: skip
         return score_files(backend, concept, args.score, samples=args.samples, seed=seed, validation_config=config)
+
+
+def _curve_json(curve: Curve) -> dict:
+    return asdict(curve) | {"steps_to_target": curve.steps_to_target, "mean_score": curve.mean_score}
 
 
 def run(args: argparse.Namespace) -> int:
