@@ -79,6 +79,7 @@ def test_quality_cli_scores_a_folder(tmp_path, capsys):
     )
     (curve,) = json.loads(out.read_text())
     assert curve["concept"] == "purple star" and [s for s, _ in curve["scores"]] == [40]
+    assert curve["mean_score"] == curve["scores"][0][1]
     assert "purple star" in capsys.readouterr().out
 
 

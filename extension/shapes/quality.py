@@ -315,9 +315,14 @@ def run(args: argparse.Namespace) -> int:
             return 2
     print(summary_table(curves))
     if args.json:
-        args.json.write_text(
-            json.dumps([asdict(c) | {"steps_to_target": c.steps_to_target} for c in curves], indent=1)
-        )
+        from ..training.outputs import atomic_write
+
+        text = json.dumps([_curve_json(c) for c in curves], indent=1)
+        try:
+            atomic_write(args.json, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+        except OSError as exc:
+            print(f"error: cannot write {args.json}: {exc.strerror or exc}; choose another --json file", file=sys.stderr)
+            return 1
     return 0
 
 
