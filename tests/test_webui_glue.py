@@ -399,3 +399,14 @@ def test_encoding_emphasis_keeps_finite_what_original_turns_nan():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 77, 16, generator=g)
     assert torch.equal(apply_emphasis(z, torch.ones(2, 77), mode), apply_emphasis(z, torch.ones(2, 77), "Original"))
+
+
+def test_vae_scale_factor_follows_the_encoders_levels():
+    from types import SimpleNamespace
+
+    def vae(levels):
+        return SimpleNamespace(encoder=SimpleNamespace(num_resolutions=levels))
+
+    assert glue.vae_scale_factor(vae(4)) == 8  # SD's ch_mult (1, 2, 4, 4)
+    assert glue.vae_scale_factor(vae(3)) == 4  # tiny-shapes' (1, 1, 2)
+    assert glue.vae_scale_factor(SimpleNamespace()) == 8  # a VAE that does not say: the web UI's 8

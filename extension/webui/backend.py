@@ -107,7 +107,7 @@ class HostBackend:
         }
         self.latent_scale = float(model.scale_factor)
         self.latent_channels = int(getattr(model, "latent_channels", 4))
-        self.vae_scale_factor = 8
+        self.vae_scale_factor = glue.vae_scale_factor(model.first_stage_model)
         self.noise_schedule = NoiseSchedule(
             glue.training_alphas_cumprod(
                 model.alphas_cumprod, getattr(model, "alphas_cumprod_original", None)

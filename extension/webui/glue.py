@@ -179,6 +179,13 @@ def vae_nan_hint(vae_dtype: torch.dtype) -> str:
     return "the VAE already runs in float32: check that the image is not corrupt, or select another VAE"
 
 
+def vae_scale_factor(first_stage_model) -> int:
+    """Pixels per latent cell of an ldm/sgm ``AutoencoderKL``: it halves the size at every level of
+    its encoder but the last (SD's 4 levels: 8; a narrow 3-level VAE: 4). 8 when it does not say."""
+    levels = getattr(getattr(first_stage_model, "encoder", None), "num_resolutions", None)
+    return 2 ** (levels - 1) if isinstance(levels, int) and levels >= 1 else 8
+
+
 # --------------------------------------------------------------------------- noise schedule
 
 
