@@ -78,6 +78,15 @@ def test_from_toml_numeric_learn_rate_is_a_one_stage_schedule(tmp_path):
     assert TrainConfig.from_toml(path).learn_rate == "0.005"
 
 
+def test_numeric_learn_rate_from_python_is_a_one_stage_schedule(tmp_path):
+    # was refused as "the schedule is empty" when given as a number to the constructor
+    config = TrainConfig(name="x", data=str(tmp_path), learn_rate=0.005, clip_grad_value=1)
+    assert (config.learn_rate, config.clip_grad_value) == ("0.005", "1")
+    with pytest.raises(ConfigError) as caught:  # only for the empty data folder
+        config.validate()
+    assert len(caught.value.problems) == 1 and "has no images" in caught.value.problems[0]
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -152,6 +152,13 @@ class TrainConfig:
     tensorboard: bool = True
     device: str = ""
 
+    def __post_init__(self) -> None:
+        # learn_rate=0.005 from Python is the one-stage schedule "0.005", as in TOML and JSON
+        for key in ("learn_rate", "clip_grad_value"):
+            value = getattr(self, key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                setattr(self, key, str(value))
+
     # ------------------------------------------------------------------ loading
 
     @classmethod
