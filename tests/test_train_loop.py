@@ -553,3 +553,10 @@ def test_a_run_keeps_only_its_newest_snapshots(tmp_path, data_dir):
     snapshots = sorted(p.name for p in (result.run_dir / "embeddings").iterdir())
     assert snapshots == ["tst-4.safetensors", "tst-5.safetensors"]
     assert all(p.exists() for p in result.files)  # pruned files are not reported as written
+
+
+@pytest.mark.parametrize(("family", "line"), [("sd1", "model: SD1, eps-prediction"), ("sd2", "model: SD2, v-prediction")])
+def test_the_run_says_which_family_and_target_it_trains(family, line, tmp_path, data_dir):
+    # a checkpoint detected with the wrong prediction type trains the wrong target: the first lines say it
+    result = train(config(tmp_path, data_dir, max_steps=1), tiny(family))
+    assert any(m.startswith(line) for m in result.warnings), result.warnings

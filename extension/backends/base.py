@@ -34,6 +34,18 @@ class NoiseSchedule:
         return int(self.alphas_cumprod.shape[0])
 
 
+FAMILY_NAMES = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
+
+
+def describe_model(backend: Backend) -> str:
+    """One line naming what a run trains on: family, what the denoiser predicts and the checkpoint,
+    e.g. "SD2, v-prediction, 512-v-ema.safetensors" (a wrong prediction type trains the wrong target)."""
+    predicts = {"epsilon": "eps-prediction", "v_prediction": "v-prediction"}
+    kind = backend.noise_schedule.prediction_type
+    parts = [FAMILY_NAMES.get(backend.family, backend.family), predicts.get(kind, kind)]
+    return ", ".join([*parts, backend.checkpoint_name] if backend.checkpoint_name else parts)
+
+
 @dataclass(frozen=True)
 class SizeConditioning:
     """SDXL micro-conditioning of one image: original size, crop offset, target size (h, w)."""

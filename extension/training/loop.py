@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends.base import Backend
+from ..backends.base import Backend, describe_model
 from ..embedding import Embedding, load_embedding, load_optim_file, save_embedding
 from ..schedule import LearnRateSchedule
 from .config import ConfigError, TrainConfig, effective_batch_size, embedding_fit_problems
@@ -337,6 +337,7 @@ class TrainingRun:
 
     def _prepare_optimizer(self, start_vectors: Vectors) -> None:
         device = self.backend.device
+        self.note(f"model: {describe_model(self.backend)}")
         self.note(f"precision: {self.precision.describe()}")
         self.autocast = self.precision.autocast_factory()
         self.scaler = self.precision.grad_scaler()
