@@ -130,3 +130,28 @@ def test_v_probe_calibration_sets_the_reading():
     for reading in (-2.0, -0.25):
         calibrate_v_probe(unet, reading)
         assert v_probe_reading(unet) == pytest.approx(reading, abs=1e-4)
+
+
+def test_random_sd2v_carries_the_weight_spread_forge_reads_as_v_prediction():
+    from extension.backends.full_size import (
+        mark_v_prediction,
+        meta_modules,
+        parse_random_model_name,
+        v_marker,
+    )
+    from extension.backends.ldm_export import unet_key
+
+    # Forge (huggingface_guess) reads this ldm key of an SD2 UNet: std > 0.09 means v-prediction
+    arch, _ = parse_random_model_name("random-sd2v")
+    unet = meta_modules(arch)["unet"]
+    (name,) = [n for n, p in unet.named_parameters() if p is v_marker(unet)]
+    up_attention = {i: bool(getattr(b, "attentions", None)) for i, b in enumerate(unet.up_blocks)}
+    assert unet_key(name, 2, up_attention) == "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+
+    small = tiny_components("sd2")["unet"]
+    assert float(v_marker(small).std(unbiased=False)) == 0.0  # a fresh norm: Forge would say eps
+    mark_v_prediction(small, seed=0)
+    spread = v_marker(small).detach().clone()
+    assert float(spread.std(unbiased=False)) > 0.09
+    mark_v_prediction(small, seed=0)
+    assert torch.equal(v_marker(small), spread)  # seeded

@@ -14,7 +14,11 @@ SD 2.1-v: a checkpoint file does not say that it predicts v. The web UI (and our
 768-v from 512-base by running the UNet once at t=999 on a constant input and calling it v when
 ``mean(output - input) < -1``. Random weights answer either way depending on the seed, so the
 output convolution's bias of ``random-sd2v`` (a constant added to every output value) is set so
-that this probe reads exactly :data:`V_PROBE_READING`: both say "v", with a wide margin.
+that this probe reads exactly :data:`V_PROBE_READING`: both say "v", with a wide margin. Forge
+(``huggingface_guess``, after ComfyUI) asks the weights instead: v when the bias of the first norm of
+the last output block's transformer (ldm ``output_blocks.11.1.transformer_blocks.0.norm1.bias``) has
+a standard deviation above 0.09, as in the released 768-v files; a fresh norm's bias is all zeros,
+so ``random-sd2v`` gets a seeded spread there (:func:`mark_v_prediction`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .seeded_init import materialize_seeded
+from .seeded_init import materialize_seeded, tensor_seed
 from .tiny import scheduler_config
 
 V_PROBE_READING = -2.0  # what the v-prediction probe reads on random-sd2v (v below -1)
@@ -251,6 +255,22 @@ def calibrate_v_probe(unet: torch.nn.Module, reading: float) -> None:
         unet.conv_out.bias.fill_(reading - v_probe_reading(unet))
 
 
+V_MARKER_STD = 0.2  # the released 768-v checkpoints' spread there is well above Forge's 0.09
+
+
+def v_marker(unet: torch.nn.Module) -> torch.nn.Parameter:
+    """The norm bias Forge reads to tell v from eps: the last up block's last transformer's ``norm1``."""
+    return unet.up_blocks[-1].attentions[-1].transformer_blocks[0].norm1.bias
+
+
+def mark_v_prediction(unet: torch.nn.Module, seed: int) -> None:
+    """Give :func:`v_marker` a seeded spread of :data:`V_MARKER_STD`, so Forge detects v-prediction."""
+    bias = v_marker(unet)
+    generator = torch.Generator().manual_seed(tensor_seed(seed, "v-marker", "norm1.bias"))
+    with torch.no_grad():
+        bias.copy_((torch.randn(bias.shape, generator=generator) * V_MARKER_STD).to(bias))
+
+
 def meta_modules(arch: Architecture) -> dict[str, Any]:
     """``arch``'s modules on the meta device (shapes only, no memory): ``unet``, ``vae``, ``text_encoders``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -286,6 +306,7 @@ def seeded_unet(
             unet = UNet2DConditionModel(**arch.unet)
     materialize_seeded(unet, seed=seed, tag=f"{arch.model_name}/unet", device=device, dtype=dtype)
     if arch.v_probe_reading is not None:
+        mark_v_prediction(unet, seed)  # first: the probe reading depends on every weight
         calibrate_v_probe(unet, arch.v_probe_reading)
     return unet
 
