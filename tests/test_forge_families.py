@@ -80,3 +80,21 @@ def test_a_checkpoint_forge_cannot_load_is_named_with_the_way_out():
     assert "Select another checkpoint at the top of the page" in text and "SD1/SD2/SDXL" in text
     assert "load the selected checkpoint ('ValueError'). Select" in str(load_failure(None, ValueError("")))
     assert isinstance(err, ValueError)  # reported as bad input, not as an unexpected error
+
+
+@pytest.mark.parametrize(
+    ("family", "prediction", "std", "yaml", "refused"),
+    [
+        ("sd2", "epsilon", 0.21, False, True),  # a 768-v file loaded as eps (no .yaml): Forge's default
+        ("sd2", "epsilon", 0.21, True, False),  # the .yaml beside it says what it is
+        ("sd2", "epsilon", 0.03, False, False),  # a 512-base model really is eps
+        ("sd2", "v_prediction", 0.21, False, False),
+        ("sd1", "epsilon", 0.21, False, False),
+        ("sd2", "epsilon", None, False, False),  # no such tensor: nothing to go by
+    ],
+)
+def test_an_sd2_v_model_loaded_as_eps_is_refused_with_the_way_out(family, prediction, std, yaml, refused):
+    problem = families.sd2_v_loaded_as_eps(family, prediction, std, yaml)
+    assert (problem is not None) == refused
+    if refused:
+        assert "768-v" in problem and "v2-inference-v.yaml" in problem and "<name>.yaml" in problem

@@ -14,11 +14,13 @@ SD 2.1-v: a checkpoint file does not say that it predicts v. The web UI (and our
 768-v from 512-base by running the UNet once at t=999 on a constant input and calling it v when
 ``mean(output - input) < -1``. Random weights answer either way depending on the seed, so the
 output convolution's bias of ``random-sd2v`` (a constant added to every output value) is set so
-that this probe reads exactly :data:`V_PROBE_READING`: both say "v", with a wide margin. Forge
-(``huggingface_guess``, after ComfyUI) asks the weights instead: v when the bias of the first norm of
-the last output block's transformer (ldm ``output_blocks.11.1.transformer_blocks.0.norm1.bias``) has
-a standard deviation above 0.09, as in the released 768-v files; a fresh norm's bias is all zeros,
-so ``random-sd2v`` gets a seeded spread there (:func:`mark_v_prediction`).
+that this probe reads exactly :data:`V_PROBE_READING`: both say "v", with a wide margin. ComfyUI
+and ``huggingface_guess`` ask the weights instead: v when the bias of the first norm of the last
+output block's transformer (ldm ``output_blocks.11.1.transformer_blocks.0.norm1.bias``) has a standard
+deviation above 0.09, as in the released 768-v files; a fresh norm's bias is all zeros, so
+``random-sd2v`` gets a seeded spread there (:func:`mark_v_prediction`). (Forge calls that test without
+the UNet's key prefix, so it loads every SD2 file without a ``.yaml`` beside it as eps; our Forge
+backend refuses to train such a file when its weights say v: :func:`..forge.families.sd2_v_loaded_as_eps`.)
 """
 
 from __future__ import annotations

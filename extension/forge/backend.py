@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -129,7 +130,22 @@ class ForgeBackend:
             problems.append(swap)
         if not self.is_current:
             problems.append("Forge has loaded another checkpoint since this run was set up; start it again")
+        wrong_target = families.sd2_v_loaded_as_eps(
+            self.family, self.noise_schedule.prediction_type, self._v_marker_std(), self._yaml_beside()
+        )
+        if wrong_target:
+            problems.append(wrong_target)
         return problems
+
+    def _v_marker_std(self) -> float | None:
+        for name, param in self.unet.named_parameters():
+            if name.endswith(families.V_MARKER):
+                return float(param.detach().float().std(unbiased=False))
+        return None
+
+    def _yaml_beside(self) -> bool:
+        filename = getattr(getattr(self.engine, "sd_checkpoint_info", None), "filename", None)
+        return bool(filename) and os.path.isfile(os.path.splitext(filename)[0] + ".yaml")
 
     # -- tokens ------------------------------------------------------------------------------------
 

@@ -59,6 +59,32 @@ def load_failure(checkpoint: str | None, error: BaseException) -> ForgeModelErro
     )
 
 
+# The norm bias ComfyUI and huggingface_guess read to tell SD 2.x 768-v from 512-base (std > 0.09: v).
+V_MARKER = "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+V_MARKER_SPREAD = 0.09
+
+
+def sd2_v_loaded_as_eps(family: str, prediction: str, marker_std: float | None, yaml_beside: bool) -> str | None:
+    """Why an SD2 checkpoint whose weights say v-prediction must not train as Forge loaded it (eps),
+    with the way out; None when nothing is wrong.
+
+    Forge's loader asks ``huggingface_guess`` for the prediction type without the UNet's key prefix,
+    so the weight test never finds its tensor and every single-file SD2 model without a ``.yaml``
+    beside it is loaded as eps: a 768-v model then trains (and generates) against the wrong target.
+    A ``.yaml`` beside the file is Forge's own way to say which it is, so it is trusted as it is.
+    """
+    if family != "sd2" or prediction != "epsilon" or yaml_beside or marker_std is None:
+        return None
+    if marker_std <= V_MARKER_SPREAD:
+        return None  # a 512-base (eps) model
+    return (
+        "Forge loaded this SD2 checkpoint as eps-prediction, but its weights are those of a 768-v "
+        "(v-prediction) model; training would learn the wrong target. Forge reads the prediction type "
+        "of SD2 files from a .yaml beside the checkpoint: copy v2-inference-v.yaml next to it under the "
+        "checkpoint's name (<name>.yaml) and select the checkpoint again"
+    )
+
+
 def engine_family(class_name: str, *, is_inpaint: bool = False) -> EngineFamily:
     """The :class:`EngineFamily` of Forge engine ``class_name``; raises ForgeModelError otherwise."""
     if class_name == PLACEHOLDER:
