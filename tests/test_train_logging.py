@@ -171,14 +171,22 @@ def test_vectors_hash_depends_on_every_value():
 
 
 def test_runs_started_together_never_share_a_run_folder(tmp_path):
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from extension.training.outputs import CLAIM_FILE, claim_run_dir
 
-    # two runs of one name that have not written anything yet: choose_run_dir alone gave both "cat"
-    with ThreadPoolExecutor(8) as pool:
-        folders = list(pool.map(lambda _: claim_run_dir(tmp_path, "cat", reuse=False), range(16)))
-    assert len(set(folders)) == 16 and all((f / CLAIM_FILE).is_file() for f in folders)
+    # runs of one name that have not written anything yet: choose_run_dir alone gave all of them "cat"
+    for round_ in range(5):
+        start = threading.Barrier(16)
+
+        def claim(_, root=tmp_path / str(round_), start=start):
+            start.wait()
+            return claim_run_dir(root, "cat", reuse=False)
+
+        with ThreadPoolExecutor(16) as pool:
+            folders = list(pool.map(claim, range(16)))
+        assert len(set(folders)) == 16 and all((f / CLAIM_FILE).is_file() for f in folders)
 
 
 def test_a_claimed_run_folder_is_removed_when_nothing_was_written(tmp_path):

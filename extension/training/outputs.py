@@ -139,7 +139,7 @@ def claim_run_dir(log_dir: Path, name: str, *, reuse: bool, start_step: int = 0,
     """
     while True:
         run_dir = choose_run_dir(log_dir, name, reuse=reuse, start_step=start_step, keep_log=keep_log)
-        if run_dir.is_dir() and any(run_dir.iterdir()):
+        if reuse and run_dir.is_dir() and any(run_dir.iterdir()):
             return run_dir  # the newest folder, taken again by a continuing run
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
