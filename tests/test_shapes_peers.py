@@ -128,3 +128,13 @@ def test_validation_of_snapshot_files_equals_the_runs_own(tmp_path, shapes):
     assert [s for s, _ in scored.validation] == [2, 4]
     assert scored.validation == [(s, v) for s, v in curve.validation if s in (2, 4)]  # the same numbers
     assert scored.validation[0][1] != scored.validation[1][1]  # the vectors differ, so do the losses
+
+
+def test_quality_cli_says_what_is_wrong_with_a_snapshot_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no snapshots here")
+    assert quality_main(["--score", str(tmp_path), "--concepts", "cyan triangle"]) == 2
+    assert "holds no embedding snapshot" in capsys.readouterr().err
+    (tmp_path / "broken-10.safetensors").write_bytes(b"not safetensors")
+    assert quality_main(["--score", str(tmp_path), "--concepts", "cyan triangle"]) == 2
+    err = capsys.readouterr().err
+    assert "broken-10.safetensors" in err and "Traceback" not in err

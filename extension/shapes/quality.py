@@ -304,7 +304,17 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     backend = load_backend("tiny-shapes", device="cpu")
     if args.score is not None:
-        curves = [_score_peer(backend, args, concepts[0])]
+        from ..embedding import EmbeddingFormatError
+
+        try:
+            curves = [_score_peer(backend, args, concepts[0])]
+        except (EmbeddingFormatError, ValueError) as exc:  # an unreadable snapshot, pictures that do not fit
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not curves[0].scores:
+            print(f"error: {args.score} holds no embedding snapshot with a step (name-<step>.pt, "
+                  "learned_embeds-steps-<step>.safetensors...)", file=sys.stderr)  # fmt: skip
+            return 2
     else:
         from ..training.config import ConfigError
 
