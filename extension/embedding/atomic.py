@@ -26,13 +26,19 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _backup(path: Path) -> Path:
-    """A copy of ``path`` beside it under a name nothing else uses (a user's own ``.bak`` is kept)."""
+def free_backup_path(path: Path) -> Path:
+    """``<file>.bak`` beside ``path``, or ``.bak1``, ``.bak2``... (an existing backup is never replaced)."""
     bak = path.with_name(path.name + ".bak")
     n = 1
     while bak.exists() or bak.is_symlink():
         bak = path.with_name(f"{path.name}.bak{n}")
         n += 1
+    return bak
+
+
+def _backup(path: Path) -> Path:
+    """A copy of ``path`` beside it under a name nothing else uses (a user's own ``.bak`` is kept)."""
+    bak = free_backup_path(path)
     try:
         os.link(path, bak)  # cheap and keeps the original untouched
     except OSError:

@@ -123,7 +123,8 @@ def save_figure(fig: Figure, path: Path) -> None:
     fig.savefig(path, format="png", dpi=fig.dpi, facecolor="white")
 
 
-def _rate_text(rate: float) -> str:
+def rate_text(rate: float) -> str:
+    """A learning rate as people write it: "0.005", "1e-05", "0"."""
     if rate == 0:
         return "0"
     if abs(rate) >= 1e4 or abs(rate) < 1e-3:
@@ -136,7 +137,7 @@ def _rate_ticks(ax) -> None:
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: _rate_text(value)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: rate_text(value)))
 
 
 def schedule_figure(
@@ -168,7 +169,7 @@ def schedule_figure(
     for s in stages:
         if (s.end - s.start) / right >= 0.12:  # room for the label
             ax.annotate(
-                _rate_text(s.rate), ((s.start + s.end) / 2, s.rate), xytext=(0, 4), textcoords="offset points",
+                rate_text(s.rate), ((s.start + s.end) / 2, s.rate), xytext=(0, 4), textcoords="offset points",
                 ha="center", va="bottom", fontsize=FONT_SIZE - 1,
             )  # fmt: skip
     if schedule.end_step < schedule.max_steps:

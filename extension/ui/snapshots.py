@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..embedding import EmbeddingFormatError, load_embedding, save_embedding
+from ..embedding.atomic import free_backup_path
 from ..training.charts import smooth
 from ..training.logging import read_loss_csv
 from ..training.outputs import EXTENSIONS, final_embedding_path, resume_state_path
@@ -163,19 +164,9 @@ def latest_preview(log_dir: Path, name: str) -> Path | None:
     return best[2] if best else None
 
 
-def _backup_path(path: Path) -> Path:
-    """``<file>.bak`` beside ``path``, or ``.bak1``, ``.bak2``... (an existing backup is never replaced)."""
-    candidate = path.with_name(path.name + ".bak")
-    n = 1
-    while candidate.exists() or candidate.is_symlink():
-        candidate = path.with_name(f"{path.name}.bak{n}")
-        n += 1
-    return candidate
-
-
 def _keep_as_backup(path: Path) -> Path:
     """Move ``path`` aside to its backup name; returns that name."""
-    backup = _backup_path(path)
+    backup = free_backup_path(path)
     os.replace(path, backup)
     return backup
 
@@ -196,7 +187,7 @@ def use_snapshot(snapshot: Snapshot, name: str, embeddings_dir: Path) -> UsedSna
     replaced = [final_embedding_path(Path(embeddings_dir), name, f) for f in EXTENSIONS]
     backups: list[Path] = []
     if target.exists():  # a copy first: the embedding stays in place until the new one is written
-        backup = _backup_path(target)
+        backup = free_backup_path(target)
         shutil.copy2(target, backup)
         backups.append(backup)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..schedule import LearnRateSchedule
 from ..training import config as cfg
-from ..training.charts import LIVE_PLOT_SIZE, loss_figure, schedule_figure
+from ..training.charts import LIVE_PLOT_SIZE, loss_figure, rate_text, schedule_figure
 from .compat import file_path, import_gradio, js_kwargs, plot_kwargs, poll
 from .fields import FIRST_ROWS, FOLDED, LABELS, NOT_FIELDS, option_component, options_from_values, tab_fields
 from .jobs import JobStatus
@@ -69,14 +69,6 @@ def bench_options(values: list[Any]) -> dict[str, int]:
     return out
 
 
-def _rate(rate: float) -> str:
-    if rate == 0:
-        return "0"
-    if abs(rate) >= 1e4 or abs(rate) < 1e-3:
-        return f"{rate:.0e}"
-    return f"{rate:.4g}"
-
-
 def schedule_preview(text: str, max_steps: int):
     """(figure, message) for the learning-rate field: the stages drawn and summed up, or no
     figure and the parse error (shown under the field before anything starts)."""
@@ -84,7 +76,7 @@ def schedule_preview(text: str, max_steps: int):
         schedule = LearnRateSchedule.parse(text, int(max_steps))
     except (ValueError, TypeError) as exc:
         return None, f"Error: {exc}"
-    message = "; ".join(f"{_rate(s.rate)} for steps {s.start}-{s.end - 1}" for s in schedule.stages)
+    message = "; ".join(f"{rate_text(s.rate)} for steps {s.start}-{s.end - 1}" for s in schedule.stages)
     if schedule.end_step < schedule.max_steps:
         message += f". Training stops at step {schedule.end_step}, before Max steps {schedule.max_steps}."
     return schedule_figure(schedule), message
