@@ -66,19 +66,24 @@ def assert_error(response, status: int, *words: str) -> None:
 
 
 def test_create_without_a_usable_model_is_a_4xx_not_a_500(tmp_path: Path) -> None:
-    """In the web UI the backend raises HostModelError (a RuntimeError) when no model is loaded
-    or on Forge; creating an embedding must then answer with that message, not a 500."""
+    """In the web UI the backend raises HostModelError (a RuntimeError) when no model is loaded,
+    Forge's a ForgeModelError (a ValueError) for a model it refuses or cannot load; creating an
+    embedding must then answer with that message, not a 500."""
+    from extension.forge.families import load_failure
     from extension.webui.glue import FORGE_MESSAGE, HostModelError
 
-    class NoModel(StandaloneAdapter):
-        def backend(self):
-            raise HostModelError(FORGE_MESSAGE)
+    for error, words in ((HostModelError(FORGE_MESSAGE), "Forge"),
+                         (load_failure("x.safetensors", ValueError("Failed to recognize model type!")), "x.safetensors")):  # fmt: skip
 
-    app = FastAPI()
-    mount_api(app, TrainerService(NoModel(embeddings_dir=tmp_path / "emb", log_dir=tmp_path / "logs")))
-    client = TestClient(app, raise_server_exceptions=False)
-    assert_error(client.post(url("create"), json={"name": "cat"}), 409, "Forge")
-    assert not (tmp_path / "emb" / "cat.safetensors").exists()
+        class NoModel(StandaloneAdapter):
+            def backend(self, error=error):
+                raise error
+
+        app = FastAPI()
+        mount_api(app, TrainerService(NoModel(embeddings_dir=tmp_path / "emb", log_dir=tmp_path / "logs")))
+        client = TestClient(app, raise_server_exceptions=False)
+        assert_error(client.post(url("create"), json={"name": "cat"}), 409, words)
+        assert not (tmp_path / "emb" / "cat.safetensors").exists()
 
 
 def test_create_and_list(env) -> None:

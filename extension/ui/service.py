@@ -126,7 +126,7 @@ class TrainerService:
             )
         try:
             backend = self.adapter.backend()
-        except RuntimeError as exc:  # the host has no trainable model loaded (HostModelError)
+        except (RuntimeError, ValueError) as exc:  # no trainable model loaded (HostModelError), Forge's refusals
             raise UserError(str(exc), 409) from None
         try:
             embedding = create_embedding(backend, name, init_text, int(vectors), zeros=zeros)
