@@ -560,3 +560,29 @@ def test_the_run_says_which_family_and_target_it_trains(family, line, tmp_path, 
     # a checkpoint detected with the wrong prediction type trains the wrong target: the first lines say it
     result = train(config(tmp_path, data_dir, max_steps=1), tiny(family))
     assert any(m.startswith(line) for m in result.warnings), result.warnings
+
+
+def test_ctrl_c_inside_the_optimizer_update_still_saves_a_resumable_state(tmp_path, data_dir, monkeypatch):
+    # a signal can land inside optimizer.step(): the moments may be half updated. The run goes back to
+    # the vectors and optimizer state of the last whole step, saves them, and resuming matches a straight run
+    backend = tiny("sd1")
+    straight = train(config(tmp_path / "a", data_dir, max_steps=4), backend)
+    real_step, calls = torch.optim.AdamW.step, []
+
+    def step_cut_in_the_middle(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            state = next(iter(self.state.values()))
+            state["exp_avg"].mul_(7.0)  # half an update done when the signal lands
+            raise KeyboardInterrupt("SIGTERM")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_cut_in_the_middle)
+    cut = train(config(tmp_path / "b", data_dir, max_steps=4), backend)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    assert cut.reason == "interrupted" and cut.steps_done == 2
+    assert resume_state_path(cut.embedding_path).is_file()
+    resumed = train(config(tmp_path / "b", data_dir, max_steps=4, resume=True), backend)
+    assert "with the saved optimizer state" in " ".join(resumed.warnings)
+    a, b = vectors_of(straight.embedding_path, backend), vectors_of(resumed.embedding_path, backend)
+    torch.testing.assert_close(b["clip_l"], a["clip_l"], rtol=0, atol=1e-6)

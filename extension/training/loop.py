@@ -237,7 +237,6 @@ class TrainingRun:
         self.last_prompt = ""
         self.timing: list[float] = []
         self.updating = False  # between the optimizer update and its bookkeeping
-        self.state_ok = True  # the optimizer state matches the vectors of `steps_done`
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -445,6 +444,13 @@ class TrainingRun:
                 torch.nn.utils.clip_grad_norm_(params, limit)
 
     def _update(self) -> None:
+        # the optimizer's state before the update (a few vectors' moments: cheap), so that an
+        # interrupt inside it can go back to the state of `steps_done` and still save a resumable one
+        moments = {
+            param: {k: t.clone() if torch.is_tensor(t) else t for k, t in state.items()}
+            for param, state in self.optimizer.state.items()
+        }
+        self.last_good_state = (moments, None if self.scaler is None else self.scaler.state_dict())
         self.updating = True
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -624,9 +630,14 @@ class TrainingRun:
 
     def on_keyboard_interrupt(self, cause: str = "Ctrl-C") -> None:  # one process only: several processes stop by agreement
         self.result.reason = "interrupted"
-        if self.updating:  # cut inside an optimizer update: back to the vectors of `steps_done`
+        if self.updating:  # cut inside an optimizer update: back to the vectors and state of `steps_done`
             self._back_to_last_good()
-            self.state_ok = False
+            moments, scaler_state = self.last_good_state
+            self.optimizer.state.clear()
+            self.optimizer.state.update(moments)
+            if scaler_state is not None:
+                self.scaler.load_state_dict(scaler_state)
+            self.updating = False
         self.note(f"interrupted ({cause}); saving the current state")
 
     def on_error(self) -> None:
@@ -643,7 +654,7 @@ class TrainingRun:
     def finish(self) -> TrainResult:
         result = self.result
         result.steps_done = self.steps_done
-        result.embedding_path = self.save_final(self.steps_done, with_state=self.state_ok and result.reason != "nan")
+        result.embedding_path = self.save_final(self.steps_done, with_state=result.reason != "nan")
         plot = self.logger.plot()
         if plot is not None:
             result.files.append(plot)
